@@ -1,0 +1,149 @@
+"""create_app(settings): the one place that wires the platform together."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+from starlette.types import Scope
+
+from smilingsteps import __version__
+from smilingsteps.config import Settings
+from smilingsteps.platform import health
+from smilingsteps.platform.access_log import AccessLogMiddleware
+from smilingsteps.platform.body_limit import BodyLimitMiddleware
+from smilingsteps.platform.context import request_id_of
+from smilingsteps.platform.db import Database
+from smilingsteps.platform.errors import (
+    EXCEPTION_HANDLERS,
+    AppError,
+    ErrorHandlerMiddleware,
+    InternalError,
+    problem_response,
+)
+from smilingsteps.platform.logging import log_unhandled_loop_exception
+from smilingsteps.platform.proxy import TrustedProxyMiddleware
+from smilingsteps.platform.request_id import RequestIdMiddleware
+from smilingsteps.platform.routing import ApiRoute
+from smilingsteps.platform.runtime import Runtime
+from smilingsteps.platform.security_headers import SecurityHeadersMiddleware, content_security_policy
+from smilingsteps.platform.versioning import API_PREFIX
+
+log = structlog.get_logger("smilingsteps.app")
+DOCS_CDN = "https://cdn.jsdelivr.net"
+EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy", "Deprecation", "Sunset", "Link"]
+
+
+def build_api_router() -> APIRouter:
+    """Every /api/v1 route; each domain's router is included here."""
+    api = APIRouter(prefix=API_PREFIX, route_class=ApiRoute)
+
+    @api.get("", summary="API index", tags=["meta"])
+    async def api_index() -> dict[str, Any]:
+        return {"name": "Smiling Steps API", "version": "v1", "openapi": f"{API_PREFIX}/openapi.json"}
+
+    return api
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        asyncio.get_running_loop().set_exception_handler(log_unhandled_loop_exception(log.error))
+        runtime = Runtime(settings=settings, db=Database(settings))
+        app.state.runtime = runtime
+        # One quick attempt inline so a healthy start is ready at once; the
+        # monitor keeps retrying in the background when the database is down.
+        await runtime.db.connect_with_retry(max_retries=0)
+        runtime.tasks.spawn(runtime.db.monitor(), name="database-monitor")
+        log.info("app_started", version=__version__, environment=settings.APP_ENV.value, database=runtime.db.backend)
+        try:
+            yield
+        finally:
+            runtime.start_draining()
+            await runtime.tasks.cancel_all()
+            await runtime.db.dispose()
+            log.info("app_stopped")
+
+    return lifespan
+
+
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI outside production, under a nonce CSP (no unsafe-inline)."""
+
+    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        nonce = secrets.token_urlsafe(16)
+        page = get_swagger_ui_html(openapi_url=f"{API_PREFIX}/openapi.json", title="Smiling Steps API")
+        html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
+        response = HTMLResponse(html)
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            upgrade_insecure=False, script_nonce=nonce, extra_sources=DOCS_CDN
+        )
+        return response
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(
+        title="Smiling Steps",
+        version=__version__,
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=_lifespan(settings),
+        exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
+    )
+    app.include_router(health.router)
+    app.include_router(build_api_router())
+    if settings.docs_enabled:
+        _install_docs(app)
+
+    security = SecurityHeadersMiddleware(app.router, production=settings.is_production)
+
+    def classify(exc: BaseException) -> AppError | None:
+        runtime = getattr(app.state, "runtime", None)
+        return runtime.db.classify(exc) if isinstance(runtime, Runtime) else None
+
+    async def last_resort(request: Request, exc: Exception) -> Response:
+        # Reached only if a middleware itself fails; it still answers in our format.
+        log.error("middleware_failure", exc_info=exc)
+        response = problem_response(InternalError(), request.scope)
+        _apply_headers(response, security, request.scope)
+        return response
+
+    app.add_exception_handler(Exception, last_resort)
+    # Added innermost first: the last one added is the outermost.
+    app.add_middleware(ErrorHandlerMiddleware, classify=classify)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.add_middleware(SecurityHeadersMiddleware, production=settings.is_production)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(TrustedProxyMiddleware, trusted=settings.TRUSTED_PROXIES)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def _apply_headers(response: Response, security: SecurityHeadersMiddleware, scope: Scope) -> None:
+    for name, value in security.fixed:
+        response.headers[name] = value
+    response.headers["Content-Security-Policy"] = security.csp
+    response.headers["Permissions-Policy"] = security.permissions
+    request_id = request_id_of(scope)
+    if request_id:
+        response.headers["X-Request-ID"] = request_id

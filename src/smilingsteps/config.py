@@ -1,0 +1,321 @@
+"""Settings: the one place that reads the environment.
+
+Every variable of the operator's contract (README "Configuration") is a typed
+field here. `Settings.load()` builds them; `production_problems()` lists what a
+production deployment refuses to start with.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+from enum import StrEnum
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "secret-key", "your-secret-key", "dev", "development", "test"}
+)
+MIN_SECRET_BYTES = 32
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+
+
+class AppEnv(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class DbSslMode(StrEnum):
+    DISABLE = "disable"
+    REQUIRE = "require"
+    VERIFY_CA = "verify-ca"
+    VERIFY_FULL = "verify-full"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CsvList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Typed configuration; field names are the environment variable names."""
+
+    model_config = SettingsConfigDict(env_file=None, case_sensitive=True, extra="ignore", validate_default=True)
+
+    APP_ENV: AppEnv = AppEnv.DEVELOPMENT
+    DEBUG: bool = False
+    SECRET_KEY: SecretStr | None = None
+    DATA_DIR: Path = Path("var")
+    HOST: str = "127.0.0.1"
+    PORT: int = Field(default=8000, ge=1, le=65535)
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:8000"
+    ALLOWED_ORIGINS: CsvList = Field(default_factory=list)
+    TRUSTED_PROXIES: CsvList = Field(default_factory=list)
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+
+    DATABASE_URL: str | None = None
+    DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
+    DB_MAX_OVERFLOW: int = Field(default=5, ge=0, le=200)
+    DB_POOL_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
+    DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=120)
+    DB_MAX_RETRIES: int = Field(default=5, ge=0, le=100)
+    DB_RETRY_BASE_DELAY: float = Field(default=0.5, gt=0, le=60)
+    DB_RETRY_MAX_DELAY: float = Field(default=30.0, gt=0, le=600)
+    DB_SSL_MODE: DbSslMode | None = None
+    DB_SSL_ROOT_CERT: Path | None = None
+
+    REDIS_URL: SecretStr | None = None
+
+    STORAGE_BACKEND: Literal["local", "s3"] = "local"
+    S3_BUCKET: str | None = None
+    S3_ENDPOINT_URL: str | None = None
+    S3_REGION: str | None = None
+    AWS_ACCESS_KEY_ID: str | None = None
+    AWS_SECRET_ACCESS_KEY: SecretStr | None = None
+
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USER: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    SMTP_STARTTLS: bool = True
+    EMAIL_FROM: str = "Smiling Steps <no-reply@smilingsteps.local>"
+
+    MPESA_ENV: Literal["simulator", "sandbox", "production"] = "simulator"
+    MPESA_CONSUMER_KEY: SecretStr | None = None
+    MPESA_CONSUMER_SECRET: SecretStr | None = None
+    MPESA_SHORTCODE: str | None = None
+    MPESA_PASSKEY: SecretStr | None = None
+    MPESA_CALLBACK_BASE_URL: str | None = None
+    MPESA_BASE_URL: str | None = None
+
+    LOG_LEVEL: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    LOG_FORMAT: Literal["console", "json"] | None = None
+    LOG_DIR: Path | None = None
+    LOG_FILE_MAX_BYTES: int = Field(default=10_485_760, ge=1024)
+    LOG_FILE_BACKUP_COUNT: int = Field(default=5, ge=1, le=100)
+
+    METRICS_TOKEN: SecretStr | None = None
+    RATE_LIMITS_ENABLED: bool = True
+    ICE_SERVERS: str | None = None
+    TURN_SECRET: SecretStr | None = None
+
+    SHUTDOWN_READINESS_DELAY: float = Field(default=5.0, ge=0, le=120)
+    SHUTDOWN_TIMEOUT: float = Field(default=25.0, gt=0, le=600)
+
+    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("PUBLIC_BASE_URL")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL such as https://smilingsteps.example")
+        return value.rstrip("/")
+
+    @field_validator("ALLOWED_ORIGINS")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin == "*":
+                continue
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return [origin.rstrip("/") for origin in value]
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from exc
+        return value
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("must start with postgresql+asyncpg:// or sqlite+aiosqlite://")
+        return value
+
+    # ---- derived values -------------------------------------------------
+
+    @property
+    def is_production(self) -> bool:
+        return self.APP_ENV is AppEnv.PRODUCTION
+
+    @property
+    def is_deployed(self) -> bool:
+        """Staging and production run on real infrastructure behind TLS."""
+        return self.APP_ENV in (AppEnv.STAGING, AppEnv.PRODUCTION)
+
+    @property
+    def database_url(self) -> str:
+        if self.DATABASE_URL:
+            return self.DATABASE_URL
+        return f"sqlite+aiosqlite:///{(self.DATA_DIR / 'smilingsteps.db').as_posix()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def db_ssl_mode(self) -> DbSslMode:
+        if self.DB_SSL_MODE is not None:
+            return self.DB_SSL_MODE
+        return DbSslMode.VERIFY_FULL if self.is_deployed else DbSslMode.DISABLE
+
+    @property
+    def log_format(self) -> Literal["console", "json"]:
+        if self.LOG_FORMAT is not None:
+            return self.LOG_FORMAT
+        return "console" if self.APP_ENV is AppEnv.DEVELOPMENT else "json"
+
+    @property
+    def origins(self) -> list[str]:
+        """Exact origins allowed for CORS, WebSocket and CSRF checks."""
+        if self.ALLOWED_ORIGINS:
+            return self.ALLOWED_ORIGINS
+        parts = urlsplit(self.PUBLIC_BASE_URL)
+        return [f"{parts.scheme}://{parts.netloc}"]
+
+    @property
+    def docs_enabled(self) -> bool:
+        return not self.is_production
+
+    @cached_property
+    def secret_key(self) -> str:
+        """The signing key; in development one is generated and kept in DATA_DIR."""
+        if self.SECRET_KEY is not None:
+            return self.SECRET_KEY.get_secret_value()
+        if self.is_deployed:
+            raise RuntimeError("SECRET_KEY is required outside development")
+        return _local_secret_key(self.DATA_DIR)
+
+    # ---- validation -----------------------------------------------------
+
+    def production_problems(self) -> list[str]:
+        """Lines naming each variable a production deployment refuses, and why."""
+        problems: list[str] = []
+        secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
+        if not secret:
+            problems.append(
+                "SECRET_KEY: missing; set at least 32 random bytes"
+                " (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        elif secret.strip().lower() in PLACEHOLDER_SECRETS or len(set(secret)) < 8:
+            problems.append("SECRET_KEY: is a placeholder or has too little variety; use a random value")
+        elif len(secret.encode()) < MIN_SECRET_BYTES:
+            problems.append(f"SECRET_KEY: is {len(secret.encode())} bytes; at least {MIN_SECRET_BYTES} are required")
+        if not self.ALLOWED_ORIGINS:
+            problems.append("ALLOWED_ORIGINS: empty; list the exact https origins of the web front end")
+        for origin in self.ALLOWED_ORIGINS:
+            if origin == "*":
+                problems.append("ALLOWED_ORIGINS: '*' is not allowed; list exact origins")
+            elif not origin.startswith("https://"):
+                problems.append(f"ALLOWED_ORIGINS: {origin} is not https")
+        if self.is_sqlite:
+            problems.append("DATABASE_URL: SQLite is for development; use postgresql+asyncpg://")
+        if not self.PUBLIC_BASE_URL.startswith("https://"):
+            problems.append("PUBLIC_BASE_URL: must be an https URL")
+        if self.db_ssl_mode is not DbSslMode.VERIFY_FULL:
+            problems.append(
+                f"DB_SSL_MODE: is {self.db_ssl_mode.value}; production verifies the database certificate (verify-full)"
+            )
+        if self.DEBUG:
+            problems.append("DEBUG: must be false")
+        if not self.RATE_LIMITS_ENABLED:
+            problems.append("RATE_LIMITS_ENABLED: must be true (false is for local fuzzing only)")
+        return problems
+
+    def startup_problems(self) -> list[str]:
+        """Problems that stop this process from starting in its own APP_ENV."""
+        return self.production_problems() if self.is_production else []
+
+    def masked(self) -> dict[str, str]:
+        """Every setting as text, secrets masked, for `check-config`."""
+        shown: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown[name] = "********" if value.get_secret_value() else "(empty)"
+            elif value is None:
+                shown[name] = "(unset)"
+            elif isinstance(value, list):
+                shown[name] = ",".join(value) or "(empty)"
+            elif name == "DATABASE_URL":
+                shown[name] = _mask_url_password(str(value))
+            else:
+                shown[name] = str(value.value if isinstance(value, StrEnum) else value)
+        return shown
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the environment (and `.env` in development); raise ConfigError on bad values."""
+        try:
+            settings = cls(**overrides)
+            if settings.APP_ENV is AppEnv.DEVELOPMENT and Path(".env").is_file():
+                with_dotenv = cls(_env_file=".env", **overrides)
+                # A .env file may never turn a process into a deployed one.
+                if with_dotenv.APP_ENV is AppEnv.DEVELOPMENT:
+                    settings = with_dotenv
+        except ValidationError as exc:
+            raise ConfigError(_describe_validation_error(exc)) from None
+        return settings
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `problems` holds one line per variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _describe_validation_error(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{name}: {message}")
+    return lines
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":********@", 1)
+    return url
+
+
+def _local_secret_key(data_dir: Path) -> str:
+    """A per-install development key, created once with owner-only permissions."""
+    path = data_dir / SECRET_KEY_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key

@@ -1,0 +1,299 @@
+"""Database access that survives outages.
+
+`Database` owns the engine and session factory, keeps an availability flag that
+a background monitor maintains (connect with exponential backoff and jitter,
+then keep probing), and turns "the database is unreachable" into a fast 503
+instead of a hang or a 500. The request owns its transaction (`get_session`);
+background work uses `run_transaction`, which retries transient failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+import time
+from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import event, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from smilingsteps.config import DbSslMode, Settings
+from smilingsteps.platform.errors import AppError, DatabaseUnavailableError
+
+log = structlog.get_logger("smilingsteps.db")
+T = TypeVar("T")
+
+# SQLSTATEs that mean "try the same transaction again": serialization failure,
+# deadlock, and the connection-exception class (08xxx).
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+_UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P")
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    ceiling = min(cap, base * (2**attempt))
+    return (rng or random).uniform(0, ceiling)
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None), exc):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the error means the database cannot be reached (not a bad query)."""
+    if isinstance(exc, DatabaseUnavailableError | sa_exc.TimeoutError | ConnectionError | OSError | TimeoutError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        state = _sqlstate(exc)
+        if state is not None:
+            return state.startswith(_UNAVAILABLE_SQLSTATE_PREFIXES)
+        cause = exc.orig.__cause__ if exc.orig is not None else None
+        if isinstance(cause, ConnectionError | OSError | TimeoutError):
+            return True
+        if isinstance(exc, sa_exc.InterfaceError):
+            return True
+        message = str(exc.orig).lower()
+        return "unable to open database" in message or ("connection" in message and "closed" in message)
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when running the same transaction again may succeed."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+            return True
+        return "database is locked" in str(exc.orig).lower()
+    return False
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | bool:
+    mode = settings.db_ssl_mode
+    if mode is DbSslMode.DISABLE:
+        return False
+    cafile = str(settings.DB_SSL_ROOT_CERT) if settings.DB_SSL_ROOT_CERT else None
+    context = ssl.create_default_context(cafile=cafile)
+    if mode is DbSslMode.REQUIRE:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif mode is DbSslMode.VERIFY_CA:
+        context.check_hostname = False
+    return context
+
+
+def _enable_sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """SQLite creates the file but not its folder; create the folder."""
+    target = make_url(url)
+    if target.get_backend_name() == "sqlite" and target.database and target.database != ":memory:":
+        Path(target.database).parent.mkdir(parents=True, exist_ok=True)
+
+
+def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    """An engine with explicit pool settings and bounded connect time."""
+    target = make_url(url or settings.database_url)
+    if target.get_backend_name() == "sqlite":
+        ensure_sqlite_directory(str(target))
+        engine = create_async_engine(
+            target,
+            pool_size=settings.DB_POOL_SIZE,
+            max_overflow=settings.DB_MAX_OVERFLOW,
+            pool_timeout=settings.DB_POOL_TIMEOUT,
+            connect_args={"timeout": settings.DB_POOL_TIMEOUT},
+        )
+        event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
+        return engine
+    return create_async_engine(
+        target,
+        pool_size=settings.DB_POOL_SIZE,
+        max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={
+            "timeout": settings.DB_CONNECT_TIMEOUT,
+            "command_timeout": 60,
+            "ssl": _ssl_context(settings),
+            "server_settings": {"application_name": "smilingsteps"},
+        },
+    )
+
+
+@dataclass
+class DatabaseStatus:
+    available: bool = False
+    last_error: str | None = None
+    latency_ms: float | None = None
+    checked_at: float | None = None
+    attempts: int = 0
+
+
+class Database:
+    def __init__(self, settings: Settings, *, url: str | None = None) -> None:
+        self.settings = settings
+        self.engine = build_engine(settings, url)
+        self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        self.status = DatabaseStatus()
+        self._wake = asyncio.Event()
+        self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @property
+    def backend(self) -> str:
+        return self.engine.dialect.name
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, round(min(self.settings.DB_RETRY_MAX_DELAY, self.settings.DB_RETRY_BASE_DELAY * 4)))
+
+    async def ping(self) -> float:
+        """Run `SELECT 1` within the connect timeout; returns milliseconds. Updates the status."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.settings.DB_CONNECT_TIMEOUT + 1):
+                async with self.engine.connect() as connection:
+                    await connection.execute(text("SELECT 1"))
+        except Exception as exc:
+            self.mark_unavailable(exc)
+            raise
+        latency = round((time.perf_counter() - started) * 1000, 2)
+        self._mark_available(latency)
+        return latency
+
+    def _mark_available(self, latency_ms: float) -> None:
+        was_down = not self.status.available
+        self.status.available = True
+        self.status.latency_ms = latency_ms
+        self.status.last_error = None
+        self.status.checked_at = time.time()
+        if was_down:
+            log.info("database_available", backend=self.backend, latency_ms=latency_ms)
+
+    def mark_unavailable(self, exc: BaseException) -> None:
+        """Record an outage seen anywhere and wake the monitor to reconnect."""
+        was_up = self.status.available
+        self.status.available = False
+        self.status.last_error = type(exc).__name__
+        self.status.checked_at = time.time()
+        if was_up:
+            log.error("database_unavailable", backend=self.backend, error=type(exc).__name__)
+        self._wake.set()
+
+    async def connect_with_retry(self, max_retries: int | None = None) -> bool:
+        """Try to reach the database, backing off between attempts; log each attempt."""
+        retries = self.settings.DB_MAX_RETRIES if max_retries is None else max_retries
+        for attempt in range(retries + 1):
+            self.status.attempts += 1
+            try:
+                await self.ping()
+                return True
+            except Exception as exc:
+                delay = backoff_delay(
+                    attempt, base=self.settings.DB_RETRY_BASE_DELAY, cap=self.settings.DB_RETRY_MAX_DELAY
+                )
+                log.warning(
+                    "database_connect_failed",
+                    attempt=attempt + 1,
+                    of=retries + 1,
+                    error=type(exc).__name__,
+                    retry_in_s=round(delay, 2) if attempt < retries else None,
+                )
+                if attempt < retries:
+                    await self._sleep(delay)
+        return False
+
+    async def monitor(self, *, healthy_interval: float = 15.0) -> None:
+        """Background task: connect at start-up, reconnect after outages, forever."""
+        if not await self.connect_with_retry():
+            log.error("database_still_down_after_startup_retries", retries=self.settings.DB_MAX_RETRIES)
+        attempt = 0
+        while True:
+            if self.status.available:
+                attempt = 0
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(healthy_interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                await self._probe_quietly()
+                continue
+            delay = backoff_delay(attempt, base=self.settings.DB_RETRY_BASE_DELAY, cap=self.settings.DB_RETRY_MAX_DELAY)
+            await self._sleep(delay)
+            attempt += 1
+            if await self._probe_quietly():
+                attempt = 0
+
+    async def _probe_quietly(self) -> bool:
+        try:
+            await self.ping()
+        except Exception:
+            return False
+        return True
+
+    def ensure_available(self) -> None:
+        """Fail fast with 503 while the monitor knows the database is down."""
+        if not self.status.available:
+            raise DatabaseUnavailableError(retry_after=self.retry_after)
+
+    def classify(self, exc: BaseException) -> AppError | None:
+        """Map a database failure escaping a request to the error clients see."""
+        if isinstance(exc, sa_exc.SQLAlchemyError | OSError | ConnectionError) and is_unavailable(exc):
+            self.mark_unavailable(exc)
+            return DatabaseUnavailableError(retry_after=self.retry_after)
+        return None
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """A session whose transaction commits on success and rolls back on error."""
+        self.ensure_available()
+        async with self.sessionmaker() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    async def run_transaction(self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = 3) -> T:
+        """Run `work` in its own transaction, retrying it on transient failures.
+
+        `work` must be safe to run again from the start (it sees a fresh session).
+        """
+        for attempt in range(attempts):
+            try:
+                async with self.session() as session:
+                    return await work(session)
+            except sa_exc.DBAPIError as exc:
+                if attempt + 1 >= attempts or not is_transient(exc):
+                    raise
+                delay = backoff_delay(attempt, base=0.02, cap=0.5)
+                log.warning(
+                    "transaction_retry", attempt=attempt + 1, sqlstate=_sqlstate(exc), retry_in_s=round(delay, 3)
+                )
+                await self._sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

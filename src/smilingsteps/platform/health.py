@@ -1,0 +1,63 @@
+"""Liveness (`/health`) and readiness (`/health/ready`).
+
+Liveness never touches a dependency: a live process with a dead database is
+still alive (restarting it would not help). Readiness checks each dependency
+for real and answers 503 while any required one is down or the process drains.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psutil
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from smilingsteps import __version__
+from smilingsteps.platform.runtime import runtime_of
+
+router = APIRouter(tags=["health"])
+_process = psutil.Process()
+
+
+@router.get("/health", summary="Liveness: the process is up")
+async def health(request: Request) -> dict[str, Any]:
+    runtime = runtime_of(request)
+    status = runtime.db.status
+    return {
+        "status": "draining" if runtime.draining else "ok",
+        "version": __version__,
+        "environment": runtime.settings.APP_ENV.value,
+        "uptime_seconds": round(time.monotonic() - runtime.started_monotonic, 1),
+        "memory": {"rss_bytes": _process.memory_info().rss},
+        "database": {
+            "status": "up" if status.available else "down",
+            "backend": runtime.db.backend,
+            "latency_ms": status.latency_ms,
+            "checked_at": status.checked_at,
+        },
+    }
+
+
+@router.get("/health/ready", summary="Readiness: dependencies answer and the process is not draining")
+async def ready(request: Request) -> JSONResponse:
+    runtime = runtime_of(request)
+    checks: dict[str, dict[str, Any]] = {}
+    started = time.perf_counter()
+    try:
+        latency = await runtime.db.ping()
+        checks["database"] = {"status": "up", "required": True, "latency_ms": latency}
+    except Exception as exc:
+        elapsed = round((time.perf_counter() - started) * 1000, 2)
+        checks["database"] = {"status": "down", "required": True, "latency_ms": elapsed, "error": type(exc).__name__}
+    required_down = [name for name, check in checks.items() if check["required"] and check["status"] != "up"]
+    if runtime.draining:
+        status = "draining"
+    elif required_down:
+        status = "not_ready"
+    else:
+        status = "ready"
+    code = 200 if status == "ready" else 503
+    headers = {"Retry-After": str(runtime.db.retry_after)} if code == 503 else None
+    return JSONResponse({"status": status, "checks": checks}, status_code=code, headers=headers)

@@ -1,0 +1,33 @@
+"""The typed state `create_app`'s lifespan builds and every dependency reads."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from smilingsteps.config import Settings
+from smilingsteps.platform.db import Database
+from smilingsteps.platform.tasks import TaskGroup
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    tasks: TaskGroup = field(default_factory=TaskGroup)
+    started_at: float = field(default_factory=time.time)
+    started_monotonic: float = field(default_factory=time.monotonic)
+    draining: bool = False
+
+    def start_draining(self) -> None:
+        """Readiness answers 503 from now on so the load balancer stops sending traffic."""
+        self.draining = True
+
+
+def runtime_of(connection: HTTPConnection) -> Runtime:
+    runtime = getattr(connection.app.state, "runtime", None)
+    if not isinstance(runtime, Runtime):
+        raise RuntimeError("the application lifespan has not started")
+    return runtime

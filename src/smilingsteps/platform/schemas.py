@@ -1,0 +1,61 @@
+"""The base class for every request body, so every domain validates alike.
+
+- unknown fields are rejected;
+- every string has a maximum length (`MAX_TEXT` unless the field says less);
+- text is normalised to Unicode NFC;
+- control characters, lone surrogates and bidi overrides are refused, except
+  line breaks and tabs in fields annotated `Multiline`.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+
+MAX_TEXT = 10_000
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufeff]")
+_FORBIDDEN_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+@dataclass(frozen=True)
+class Multiline:
+    """Marks a text field that may hold line breaks and tabs: `Annotated[str, Multiline()]`."""
+
+
+def clean_text(value: str, *, multiline: bool = False) -> str:
+    """NFC-normalised text, or ValueError naming what is not allowed."""
+    pattern = _FORBIDDEN_MULTILINE if multiline else _FORBIDDEN
+    found = pattern.search(value)
+    if found is not None:
+        raise ValueError(f"contains a control or invisible formatting character (U+{ord(found.group(0)):04X})")
+    text = unicodedata.normalize("NFC", value)
+    return text.replace("\r\n", "\n") if multiline else text
+
+
+def _clean(value: Any, multiline: bool) -> Any:
+    if isinstance(value, str):
+        return clean_text(value, multiline=multiline)
+    if isinstance(value, list):
+        return [_clean(item, multiline) for item in value]
+    if isinstance(value, dict):
+        return {_clean(k, False): _clean(v, multiline) for k, v in value.items()}
+    return value
+
+
+class RequestModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT, str_strip_whitespace=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _normalise_text(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        multiline = field is not None and any(isinstance(m, Multiline) for m in field.metadata)
+        return _clean(value, multiline)
+
+
+class ResponseModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)

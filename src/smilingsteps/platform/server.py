@@ -1,0 +1,50 @@
+"""Uvicorn with a graceful stop for load-balanced deployments.
+
+On SIGTERM/SIGINT readiness flips to 503 at once, the listener keeps serving
+for `delay` seconds (so the load balancer notices and stops routing here), then
+uvicorn stops accepting, lets in-flight requests finish within its graceful
+timeout, runs the lifespan shutdown and the process exits 0. A second signal
+stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections.abc import Callable
+from types import FrameType
+
+import structlog
+import uvicorn
+
+log = structlog.get_logger("smilingsteps.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, *, drain: Callable[[], None], delay: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._delay = delay
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not calling super(): uvicorn would re-raise the signal after shutdown
+        # and the process would end "killed by SIGTERM" instead of exiting 0.
+        if self._stopping or self._loop is None:
+            self.force_exit = self._stopping
+            self.should_exit = True
+            self._stopping = True
+            return
+        self._stopping = True
+        log.info("shutdown_requested", signal=signal.Signals(sig).name, readiness_delay_s=self._delay)
+        self._loop.call_soon_threadsafe(self._drain)
+        self._loop.call_soon_threadsafe(self._loop.call_later, self._delay, self._stop_listening)
+
+    def _stop_listening(self) -> None:
+        self.should_exit = True
