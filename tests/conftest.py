@@ -1,0 +1,124 @@
+"""Shared fixtures: one event loop, a PostgreSQL server, throwaway databases per
+run, and an app factory that runs the real lifespan behind httpx."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from smilingsteps.app import create_app
+from smilingsteps.config import Settings
+from smilingsteps.platform import migrate
+from smilingsteps.platform.logging import configure_logging
+from tests.support.postgres import PostgresServer, acquire_server, with_database
+
+TEST_SECRET = secrets.token_urlsafe(48)
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging() -> None:
+    """Log as production does (JSON through stdlib), so caplog sees every event."""
+    configure_logging(Settings(APP_ENV="test", SECRET_KEY=TEST_SECRET, LOG_FORMAT="json", LOG_LEVEL="debug"))
+
+
+@pytest.fixture(scope="session")
+async def postgres_server() -> AsyncIterator[PostgresServer]:
+    server = await acquire_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def postgres_database(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, migrated database for this run, dropped at the end."""
+    name = f"ss_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server.admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = with_database(postgres_server.admin_url, name)
+    try:
+        await _migrate(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
+    await _migrate(url)
+    return url
+
+
+async def _migrate(url: str) -> None:
+    import asyncio
+
+    await asyncio.to_thread(migrate.upgrade, url)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, request: pytest.FixtureRequest) -> str:
+    """The migrated test database of the current backend."""
+    if backend == "postgresql":
+        return str(request.getfixturevalue("postgres_database"))
+    return str(request.getfixturevalue("sqlite_database"))
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> SettingsFactory:
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "APP_ENV": "test",
+            "SECRET_KEY": TEST_SECRET,
+            "DATA_DIR": tmp_path / "data",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
+            "LOG_FORMAT": "json",
+            "DB_MAX_RETRIES": 0,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory, database_url: str) -> Settings:
+    return make_settings(DATABASE_URL=database_url)
+
+
+@asynccontextmanager
+async def running(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's real lifespan and give an httpx client speaking ASGI to it."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, client=client_options.pop("client_addr", ("127.0.0.1", 50000)))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", **client_options) as client:
+            yield client
+
+
+@pytest.fixture
+async def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with running(app) as client:
+        yield client
