@@ -25,6 +25,13 @@ TEST_SECRET = secrets.token_urlsafe(48)
 BACKENDS = ("sqlite", "postgresql")
 
 
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings read the environment: tests start from none of its variables."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
     """Log as production does (JSON through stdlib), so caplog sees every event."""

@@ -83,12 +83,10 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit()
-    import uvicorn
-
     from smilingsteps.app import create_app
     from smilingsteps.platform import migrate
     from smilingsteps.platform.logging import configure_logging
-    from smilingsteps.platform.server import DrainingServer
+    from smilingsteps.platform.server import build_server
 
     configure_logging(settings)
     host = args.host or settings.HOST
@@ -97,31 +95,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # The embedded default must work on a fresh checkout with no setup step;
         # deployed environments migrate as a release step instead.
         migrate.upgrade(settings.database_url)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        proxy_headers=False,
-        server_header=False,
-        access_log=False,
-        log_config=None,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.SHUTDOWN_TIMEOUT),
+    server = build_server(create_app(settings), settings, host=host, port=port)
+    log.info(
+        f"Smiling Steps is running at http://{host}:{port}",
+        url=f"http://{host}:{port}",
+        public_url=settings.PUBLIC_BASE_URL,
+        version=__version__,
     )
-    # The runtime exists only once the lifespan has started, hence the lambda.
-    server = DrainingServer(
-        config,
-        drain=lambda: app.state.runtime.start_draining(),  # noqa: PLW0108
-        delay=_readiness_delay(settings),
-    )
-    log.info(f"Smiling Steps is running at http://{host}:{port}", url=f"http://{host}:{port}", public_url=settings.PUBLIC_BASE_URL, version=__version__)
     server.run()
     return 0 if server.started else EXIT_STARTUP
-
-
-def _readiness_delay(settings: Settings) -> float:
-    return settings.SHUTDOWN_READINESS_DELAY if settings.is_deployed or settings.APP_ENV is AppEnv.TEST else 0.0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -95,9 +95,7 @@ async def test_cors_allows_only_listed_origin_with_credentials(web: httpx.AsyncC
         headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
     )
     assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
-    good = await web.options(
-        "/api/v1/_test/echo", headers={"origin": ORIGIN, "access-control-request-method": "POST"}
-    )
+    good = await web.options("/api/v1/_test/echo", headers={"origin": ORIGIN, "access-control-request-method": "POST"})
     assert good.status_code == 200 and good.headers["access-control-allow-origin"] == ORIGIN
 
 

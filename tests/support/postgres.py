@@ -94,7 +94,9 @@ def start_throwaway() -> PostgresServer:
     _run_pg(["initdb", "-D", str(data_dir), "-A", "trust", "-U", "postgres", "--no-sync"], run_as)
     options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
     _run_pg(["pg_ctl", "-D", str(data_dir), "-o", options, "-l", str(base / "log"), "-w", "start"], run_as)
-    return PostgresServer(admin_url=f"postgresql://postgres@127.0.0.1:{port}/postgres", data_dir=data_dir, run_as=run_as)
+    return PostgresServer(
+        admin_url=f"postgresql://postgres@127.0.0.1:{port}/postgres", data_dir=data_dir, run_as=run_as
+    )
 
 
 async def acquire_server() -> PostgresServer:

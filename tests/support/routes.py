@@ -69,7 +69,7 @@ def build_test_router(write_table: str | None = None) -> APIRouter:
 
         @router.post("/write")
         async def write(session: DbSession, value: str, fail: bool = False) -> dict[str, str]:
-            await session.execute(text(f"INSERT INTO {write_table} (value) VALUES (:v)"), {"v": value})  # noqa: S608
+            await session.execute(text(f"INSERT INTO {write_table} (value) VALUES (:v)"), {"v": value})
             await session.flush()
             if fail:
                 raise RuntimeError("failure after the write")

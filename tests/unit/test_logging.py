@@ -80,9 +80,7 @@ def test_secrets_inside_free_text_and_tracebacks_are_masked(captured: io.StringI
     assert "Traceback" in captured.getvalue()
 
 
-@pytest.mark.parametrize(
-    "spelling", ["254712345678", "+254712345678", "0712345678", "0112345678", "+447911123456"]
-)
+@pytest.mark.parametrize("spelling", ["254712345678", "+254712345678", "0712345678", "0112345678", "+447911123456"])
 def test_phone_numbers_in_every_spelling_are_masked(spelling: str) -> None:
     masked = mask_text(f"pay from {spelling} now")
     assert spelling not in masked and masked.endswith(f"{spelling[-3:]} now")
@@ -124,7 +122,9 @@ def test_level_filters_lower_events() -> None:
 
 
 def test_log_dir_writes_rotating_error_combined_and_http_files(tmp_path: Path) -> None:
-    configure_logging(settings(LOG_DIR=tmp_path, LOG_FILE_MAX_BYTES=2048, LOG_FILE_BACKUP_COUNT=2), stream=io.StringIO())
+    configure_logging(
+        settings(LOG_DIR=tmp_path, LOG_FILE_MAX_BYTES=2048, LOG_FILE_BACKUP_COUNT=2), stream=io.StringIO()
+    )
     try:
         structlog.get_logger(ACCESS_LOGGER).info("request", route="/health", status=200)
         structlog.get_logger("smilingsteps.test").error("broken", password=PLANTED["password"])

@@ -13,10 +13,10 @@ import asyncio
 import random
 import ssl
 import time
-from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
@@ -121,6 +121,7 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             pool_size=settings.DB_POOL_SIZE,
             max_overflow=settings.DB_MAX_OVERFLOW,
             pool_timeout=settings.DB_POOL_TIMEOUT,
+            hide_parameters=True,
             connect_args={"timeout": settings.DB_POOL_TIMEOUT},
         )
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
@@ -130,7 +131,9 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
-        pool_pre_ping=True,
+        pool_pre_ping=True,  # a connection broken by an outage is replaced, not handed out
+        # Bound values can be personal data; errors and logs show the SQL only.
+        hide_parameters=True,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
@@ -156,6 +159,7 @@ class Database:
         self.engine = build_engine(settings, url)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.status = DatabaseStatus()
+        self._available = asyncio.Event()
         self._wake = asyncio.Event()
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -187,6 +191,7 @@ class Database:
         self.status.latency_ms = latency_ms
         self.status.last_error = None
         self.status.checked_at = time.time()
+        self._available.set()
         if was_down:
             log.info("database_available", backend=self.backend, latency_ms=latency_ms)
 
@@ -196,9 +201,14 @@ class Database:
         self.status.available = False
         self.status.last_error = type(exc).__name__
         self.status.checked_at = time.time()
+        self._available.clear()
         if was_up:
             log.error("database_unavailable", backend=self.backend, error=type(exc).__name__)
         self._wake.set()
+
+    async def wait_available(self) -> None:
+        """Return once the database answers (the monitor reconnects in the background)."""
+        await self._available.wait()
 
     async def connect_with_retry(self, max_retries: int | None = None) -> bool:
         """Try to reach the database, backing off between attempts; log each attempt."""

@@ -17,6 +17,10 @@ from types import FrameType
 
 import structlog
 import uvicorn
+from fastapi import FastAPI
+
+from smilingsteps.config import AppEnv, Settings
+from smilingsteps.platform.runtime import Runtime
 
 log = structlog.get_logger("smilingsteps.server")
 
@@ -48,3 +52,30 @@ class DrainingServer(uvicorn.Server):
 
     def _stop_listening(self) -> None:
         self.should_exit = True
+
+
+def readiness_delay(settings: Settings) -> float:
+    """Deployed (and test) processes wait for the load balancer; a developer's Ctrl+C does not."""
+    return settings.SHUTDOWN_READINESS_DELAY if settings.APP_ENV is not AppEnv.DEVELOPMENT else 0.0
+
+
+def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> DrainingServer:
+    """Uvicorn configured for us: no server banner, our access log and logging, graceful drain."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        proxy_headers=False,  # TrustedProxyMiddleware decides whom to believe
+        server_header=False,
+        access_log=False,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.SHUTDOWN_TIMEOUT),
+    )
+
+    def drain() -> None:
+        runtime = getattr(app.state, "runtime", None)
+        if isinstance(runtime, Runtime):
+            runtime.start_draining()
+
+    return DrainingServer(config, drain=drain, delay=readiness_delay(settings))

@@ -1,0 +1,215 @@
+"""Database resilience: the request owns its transaction, outages give 503 and
+heal by themselves, transient failures are retried, start-up backs off."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smilingsteps.app import create_app
+from smilingsteps.config import Settings
+from smilingsteps.platform.db import Database, backoff_delay, is_transient
+from smilingsteps.platform.errors import DatabaseUnavailableError
+from smilingsteps.platform.runtime import Runtime
+from tests.conftest import SettingsFactory, running
+from tests.support.postgres import free_port
+from tests.support.routes import add_test_routes
+from tests.support.tcp_proxy import TcpProxy
+
+OUTAGE_BOUND_S = 10  # connect timeout + pool timeout below, with room: a guard against hangs, not a speed test
+
+
+def runtime(app: FastAPI) -> Runtime:
+    value = app.state.runtime
+    assert isinstance(value, Runtime)
+    return value
+
+
+@pytest.fixture
+async def table(settings: Settings) -> AsyncIterator[str]:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    db = Database(settings)
+    async with db.engine.begin() as connection:
+        key = "SERIAL PRIMARY KEY" if db.backend == "postgresql" else "INTEGER PRIMARY KEY"
+        await connection.execute(text(f"CREATE TABLE {name} (id {key}, value VARCHAR(50) NOT NULL)"))
+    yield name
+    async with db.engine.begin() as connection:
+        await connection.execute(text(f"DROP TABLE {name}"))
+    await db.dispose()
+
+
+async def stored(settings: Settings, table: str) -> list[str]:
+    db = Database(settings)
+    try:
+        async with db.engine.connect() as connection:
+            return list((await connection.execute(text(f"SELECT value FROM {table} ORDER BY id"))).scalars())
+    finally:
+        await db.dispose()
+
+
+async def test_request_commits_on_success_and_rolls_back_on_error(settings: Settings, table: str) -> None:
+    app = add_test_routes(create_app(settings), write_table=table)
+    async with running(app) as client:
+        assert (await client.post("/api/v1/_test/write", params={"value": "kept"})).status_code == 200
+        failed = await client.post("/api/v1/_test/write", params={"value": "lost", "fail": "true"})
+        assert failed.status_code == 500
+    assert await stored(settings, table) == ["kept"]
+
+
+async def test_health_reports_database_state(client: httpx.AsyncClient, backend: str) -> None:
+    body = (await client.get("/health")).json()
+    assert body["status"] == "ok" and body["environment"] == "test" and body["version"]
+    assert body["uptime_seconds"] >= 0 and body["memory"]["rss_bytes"] > 10_000_000
+    assert body["database"]["status"] == "up" and body["database"]["backend"] == backend
+    ready = await client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["database"]["status"] == "up"
+    assert ready.json()["checks"]["database"]["latency_ms"] >= 0
+
+
+async def test_database_outage_gives_503_then_recovers_without_restart(
+    make_settings: SettingsFactory, postgres_database: str
+) -> None:
+    target = urlsplit(postgres_database)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    url = postgres_database.replace(f"@{target.netloc.split('@')[1]}", f"@127.0.0.1:{proxy.port}")
+    settings = make_settings(
+        DATABASE_URL=url, DB_CONNECT_TIMEOUT=2, DB_POOL_TIMEOUT=2, DB_RETRY_BASE_DELAY=0.05, DB_RETRY_MAX_DELAY=0.2
+    )
+    app = add_test_routes(create_app(settings))
+    async with running(app) as client:
+        assert (await client.get("/api/v1/_test/db")).json() == {"value": 1}
+
+        await proxy.cut()
+        async with asyncio.timeout(OUTAGE_BOUND_S):
+            first = await client.get("/api/v1/_test/db")
+            second = await client.get("/api/v1/_test/db")
+            live = await client.get("/health")
+            ready = await client.get("/health/ready")
+        for response in (first, second):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["type"] == "/problems/database-unavailable"
+            assert int(response.headers["retry-after"]) >= 1
+            assert "x-request-id" in response.headers and "content-security-policy" in response.headers
+        assert live.status_code == 200 and live.json()["database"]["status"] == "down"
+        assert ready.status_code == 503 and ready.json()["checks"]["database"]["status"] == "down"
+        assert "retry-after" in ready.headers
+
+        await proxy.start()  # the same port: the database is back
+        async with asyncio.timeout(OUTAGE_BOUND_S):
+            await runtime(app).db.wait_available()  # the background monitor reconnects on its own
+        assert (await client.get("/api/v1/_test/db")).json() == {"value": 1}
+        assert (await client.get("/health/ready")).status_code == 200
+    await proxy.cut()
+
+
+async def test_app_starts_while_database_is_down_and_answers_503(make_settings: SettingsFactory) -> None:
+    settings = make_settings(
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none", DB_CONNECT_TIMEOUT=1
+    )
+    app = add_test_routes(create_app(settings))
+    async with running(app) as client:
+        assert (await client.get("/health")).status_code == 200
+        response = await client.get("/api/v1/_test/db")
+        assert response.status_code == 503 and response.json()["type"] == "/problems/database-unavailable"
+        assert (await client.get("/health/ready")).status_code == 503
+
+
+async def test_connect_retries_with_backoff_and_logs_each_attempt(
+    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_settings(
+        DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none",
+        DB_MAX_RETRIES=4,
+        DB_RETRY_BASE_DELAY=0.5,
+        DB_RETRY_MAX_DELAY=3,
+        DB_CONNECT_TIMEOUT=1,
+    )
+    db = Database(settings)
+    delays: list[float] = []
+
+    async def record(delay: float) -> None:
+        delays.append(delay)
+
+    db._sleep = record
+    with caplog.at_level(logging.WARNING):
+        assert await db.connect_with_retry() is False
+    await db.dispose()
+    assert len(delays) == 4
+    for attempt, delay in enumerate(delays):
+        assert 0 <= delay <= min(3, 0.5 * 2**attempt)
+    attempts = [r for r in caplog.records if "database_connect_failed" in r.getMessage()]
+    assert len(attempts) == 5
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    import random
+
+    rng = random.Random(7)
+    samples = [[backoff_delay(attempt, base=0.5, cap=8, rng=rng) for _ in range(200)] for attempt in range(8)]
+    for attempt, values in enumerate(samples):
+        assert max(values) <= min(8, 0.5 * 2**attempt)
+        assert len({round(v, 6) for v in values}) > 150  # jitter spreads clients apart
+    assert max(samples[7]) > 6  # capped at 8, not 64
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
+async def test_transient_postgres_errors_are_retried(
+    make_settings: SettingsFactory, postgres_database: str, sqlstate: str
+) -> None:
+    db = Database(make_settings(DATABASE_URL=postgres_database))
+    await db.connect_with_retry(max_retries=0)
+    calls = 0
+
+    async def work(session: AsyncSession) -> int:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '{sqlstate}'; END $$"))
+        return int((await session.execute(text("SELECT 41 + 1"))).scalar_one())
+
+    try:
+        assert await db.run_transaction(work, attempts=3) == 42
+        assert calls == 3
+    finally:
+        await db.dispose()
+
+
+async def test_non_transient_errors_are_not_retried(make_settings: SettingsFactory, postgres_database: str) -> None:
+    db = Database(make_settings(DATABASE_URL=postgres_database))
+    await db.connect_with_retry(max_retries=0)
+    calls = 0
+
+    async def work(session: AsyncSession) -> None:
+        nonlocal calls
+        calls += 1
+        await session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'dup' USING ERRCODE = '23505'; END $$"))
+
+    try:
+        with pytest.raises(DBAPIError) as caught:
+            await db.run_transaction(work, attempts=3)
+        assert calls == 1 and not is_transient(caught.value)
+    finally:
+        await db.dispose()
+
+
+async def test_fails_fast_while_known_down(make_settings: SettingsFactory) -> None:
+    db = Database(make_settings())
+    db.mark_unavailable(ConnectionRefusedError())
+    with pytest.raises(DatabaseUnavailableError) as caught:
+        async with db.session():
+            pass
+    assert caught.value.headers["Retry-After"].isdigit()
+    await db.dispose()
