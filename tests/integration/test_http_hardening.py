@@ -4,6 +4,7 @@ shared request-body rules."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ import structlog
 from fastapi import FastAPI, Request
 
 from smilingsteps.app import create_app
+from smilingsteps.platform.versioning import deprecated
 from tests.conftest import SettingsFactory, running
 from tests.support.routes import add_test_routes
 
@@ -160,6 +162,29 @@ async def test_deprecated_route_announces_sunset_and_successor(web: httpx.AsyncC
     assert response.headers["sunset"] == "Fri, 01 Jan 2027 00:00:00 GMT"
     assert response.headers["link"] == '</api/v2/_test/new>; rel="successor-version"'
     assert "deprecation" not in (await web.get("/api/v1")).headers
+
+
+async def test_route_past_its_sunset_is_gone(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings())
+
+    @app.get(
+        "/api/v1/_test/retired",
+        dependencies=[
+            deprecated(
+                deprecated_at=datetime(2025, 1, 1, tzinfo=UTC),
+                sunset_at=datetime(2026, 1, 1, tzinfo=UTC),
+                successor="/api/v2/_test/new",
+            )
+        ],
+    )
+    async def retired() -> dict[str, str]:
+        return {}
+
+    async with running(app) as client:
+        response = await client.get("/api/v1/_test/retired")
+    assert response.status_code == 410
+    assert response.json()["type"] == "/problems/gone"
+    assert response.headers["link"] == '</api/v2/_test/new>; rel="successor-version"'
 
 
 @pytest.mark.parametrize(

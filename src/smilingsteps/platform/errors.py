@@ -90,6 +90,11 @@ class ConflictError(AppError):
     default_detail = "The request conflicts with the current state."
 
 
+class GoneError(AppError):
+    status, slug, title = 410, "gone", "Gone"
+    default_detail = "This resource is no longer available."
+
+
 class PayloadTooLargeError(AppError):
     status, slug, title = 413, "payload-too-large", "Payload too large"
     default_detail = "The request body is larger than allowed."
@@ -136,6 +141,7 @@ _BY_STATUS: dict[int, type[AppError]] = {
         NotFoundError,
         MethodNotAllowedError,
         ConflictError,
+        GoneError,
         PayloadTooLargeError,
         UnsupportedMediaTypeError,
         ValidationFailedError,

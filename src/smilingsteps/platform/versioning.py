@@ -2,7 +2,8 @@
 
 A deprecated route declares `dependencies=[deprecated(...)]`; every response it
 sends then carries `Deprecation` (RFC 9745), `Sunset` (RFC 8594) and a `Link`
-to its successor, and the OpenAPI document marks it deprecated.
+to its successor, and the OpenAPI document marks it deprecated. Past its sunset
+it answers 410 Gone (problem+json) until the route is removed.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from email.utils import format_datetime
 
 from fastapi import Depends, Response
 from fastapi.params import Depends as DependsParam
+
+from smilingsteps.platform.errors import GoneError
 
 API_PREFIX = "/api/v1"
 
@@ -31,6 +34,8 @@ def deprecated(*, deprecated_at: datetime, sunset_at: datetime, successor: str) 
     headers = deprecation_headers(deprecated_at=deprecated_at, sunset_at=sunset_at, successor=successor)
 
     def announce(response: Response) -> None:
+        if datetime.now(UTC) >= sunset_at:
+            raise GoneError(f"This endpoint was retired on {headers['Sunset']}; use {successor}.", headers=headers)
         response.headers.update(headers)
 
     dependency: DependsParam = Depends(announce)
