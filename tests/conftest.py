@@ -115,7 +115,11 @@ def settings(make_settings: SettingsFactory, database_url: str) -> Settings:
 async def running(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """Run the app's real lifespan and give an httpx client speaking ASGI to it."""
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, client=client_options.pop("client_addr", ("127.0.0.1", 50000)))
+        transport = httpx.ASGITransport(
+            app=app,
+            client=client_options.pop("client_addr", ("127.0.0.1", 50000)),
+            raise_app_exceptions=client_options.pop("raise_app_exceptions", True),
+        )
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver", **client_options) as client:
             yield client
 

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     DB_MAX_OVERFLOW: int = Field(default=5, ge=0, le=200)
     DB_POOL_TIMEOUT: float = Field(default=10.0, gt=0, le=120)
     DB_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=120)
+    DB_STATEMENT_TIMEOUT: float = Field(default=30.0, gt=0, le=3600)
     DB_MAX_RETRIES: int = Field(default=5, ge=0, le=100)
     DB_RETRY_BASE_DELAY: float = Field(default=0.5, gt=0, le=60)
     DB_RETRY_MAX_DELAY: float = Field(default=30.0, gt=0, le=600)

@@ -77,42 +77,62 @@ async def test_health_reports_database_state(client: httpx.AsyncClient, backend:
     assert ready.json()["checks"]["database"]["latency_ms"] >= 0
 
 
-async def test_database_outage_gives_503_then_recovers_without_restart(
-    make_settings: SettingsFactory, postgres_database: str
-) -> None:
+@pytest.fixture
+async def proxied(make_settings: SettingsFactory, postgres_database: str) -> AsyncIterator[tuple[TcpProxy, FastAPI]]:
+    """The app talking to the test database through a proxy the test can cut or stall."""
     target = urlsplit(postgres_database)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.start()
     url = postgres_database.replace(f"@{target.netloc.split('@')[1]}", f"@127.0.0.1:{proxy.port}")
     settings = make_settings(
-        DATABASE_URL=url, DB_CONNECT_TIMEOUT=2, DB_POOL_TIMEOUT=2, DB_RETRY_BASE_DELAY=0.05, DB_RETRY_MAX_DELAY=0.2
+        DATABASE_URL=url,
+        DB_CONNECT_TIMEOUT=2,
+        DB_POOL_TIMEOUT=2,
+        DB_STATEMENT_TIMEOUT=2,
+        DB_RETRY_BASE_DELAY=0.05,
+        DB_RETRY_MAX_DELAY=0.2,
     )
-    app = add_test_routes(create_app(settings))
+    yield proxy, add_test_routes(create_app(settings))
+    await proxy.cut()
+
+
+def assert_database_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/database-unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+    assert "x-request-id" in response.headers and "content-security-policy" in response.headers
+
+
+@pytest.mark.parametrize("failure", ["refused", "stalled"])
+async def test_database_outage_gives_503_then_recovers_without_restart(
+    proxied: tuple[TcpProxy, FastAPI], failure: str
+) -> None:
+    proxy, app = proxied
     async with running(app) as client:
         assert (await client.get("/api/v1/_test/db")).json() == {"value": 1}
 
-        await proxy.cut()
+        if failure == "refused":
+            await proxy.cut()
+        else:
+            proxy.stall()
         async with asyncio.timeout(OUTAGE_BOUND_S):
             first = await client.get("/api/v1/_test/db")
             second = await client.get("/api/v1/_test/db")
             live = await client.get("/health")
             ready = await client.get("/health/ready")
-        for response in (first, second):
-            assert response.status_code == 503, response.text
-            assert response.headers["content-type"] == "application/problem+json"
-            assert response.json()["type"] == "/problems/database-unavailable"
-            assert int(response.headers["retry-after"]) >= 1
-            assert "x-request-id" in response.headers and "content-security-policy" in response.headers
+        assert_database_unavailable(first)
+        assert_database_unavailable(second)
         assert live.status_code == 200 and live.json()["database"]["status"] == "down"
         assert ready.status_code == 503 and ready.json()["checks"]["database"]["status"] == "down"
         assert "retry-after" in ready.headers
 
-        await proxy.start()  # the same port: the database is back
+        await proxy.cut()
+        await proxy.start()  # the same port, forwarding again: the database is back
         async with asyncio.timeout(OUTAGE_BOUND_S):
             await runtime(app).db.wait_available()  # the background monitor reconnects on its own
         assert (await client.get("/api/v1/_test/db")).json() == {"value": 1}
         assert (await client.get("/health/ready")).status_code == 200
-    await proxy.cut()
 
 
 async def test_app_starts_while_database_is_down_and_answers_503(make_settings: SettingsFactory) -> None:

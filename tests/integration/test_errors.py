@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smilingsteps.app import create_app
 from tests.conftest import SettingsFactory, running
@@ -111,3 +112,27 @@ async def test_unexpected_exception_is_generic_500_and_logged_with_trace(
 async def test_problem_detail_never_echoes_html(web: httpx.AsyncClient) -> None:
     response = await web.post("/api/v1/_test/echo", json={"name": "<script>alert(1)</script>" * 3})
     assert "<script>" not in response.text
+
+
+async def test_a_failing_middleware_still_answers_problem_json_with_headers(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings())
+
+    class Broken:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] == "/api/v1/broken-middleware":
+                raise RuntimeError("middleware bug")
+            await self.app(scope, receive, send)
+
+    # Added last, so outermost: only Starlette's server-error middleware is outside it.
+    app.add_middleware(Broken)
+    async with running(app, raise_app_exceptions=False) as client:
+        response = await client.get("/api/v1/broken-middleware")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "/problems/internal-error"
+    assert "middleware bug" not in response.text
+    for header in ("content-security-policy", "x-content-type-options", "permissions-policy"):
+        assert header in response.headers

@@ -13,8 +13,10 @@ class TcpProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._stalled = False
 
     async def start(self) -> None:
+        self._stalled = False
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
@@ -27,6 +29,10 @@ class TcpProxy:
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+
+    def stall(self) -> None:
+        """Keep every connection open but forward nothing: a hung server, not a dead one."""
+        self._stalled = True
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -42,10 +48,11 @@ class TcpProxy:
         )
         self._writers.difference_update((client_writer, upstream_writer))
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                if self._stalled:
+                    continue
                 writer.write(data)
                 await writer.drain()
         finally:

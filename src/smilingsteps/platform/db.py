@@ -137,7 +137,9 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_recycle=1800,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
-            "command_timeout": 60,
+            # Also bounds the pre-ping, so a stalled (not refused) server costs
+            # at most this long before the request gets its 503.
+            "command_timeout": settings.DB_STATEMENT_TIMEOUT,
             "ssl": _ssl_context(settings),
             "server_settings": {"application_name": "smilingsteps"},
         },
