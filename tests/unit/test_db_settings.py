@@ -50,7 +50,7 @@ async def test_pool_settings_come_from_config() -> None:
     await engine.dispose()
 
 
-class _Orig(Exception):
+class _DriverError(Exception):
     def __init__(self, sqlstate: str) -> None:
         super().__init__(sqlstate)
         self.sqlstate = sqlstate
@@ -67,7 +67,7 @@ class _Orig(Exception):
     ],
 )
 def test_error_classification(sqlstate: str, transient: bool, unavailable: bool) -> None:
-    error = sa_exc.OperationalError("SELECT 1", None, _Orig(sqlstate))
+    error = sa_exc.OperationalError("SELECT 1", None, _DriverError(sqlstate))
     assert is_transient(error) is transient
     assert is_unavailable(error) is unavailable
 
@@ -77,7 +77,7 @@ async def test_classify_marks_the_database_down_only_for_outages() -> None:
     db.status.available = True
     assert db.classify(ValueError("bug")) is None
     assert db.status.available is True
-    assert db.classify(sa_exc.IntegrityError("INSERT", None, _Orig("23505"))) is None
+    assert db.classify(sa_exc.IntegrityError("INSERT", None, _DriverError("23505"))) is None
     problem = db.classify(ConnectionRefusedError())
     assert problem is not None and problem.status == 503
     assert db.status.available is False
