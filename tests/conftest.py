@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform import migrate
 from smilingsteps.platform.logging import configure_logging
 from tests.support.postgres import PostgresServer, acquire_server, with_database
+from tests.support.redis_server import acquire_url
 
 TEST_SECRET = secrets.token_urlsafe(48)
 BACKENDS = ("sqlite", "postgresql")
@@ -71,6 +72,20 @@ async def _migrate(url: str) -> None:
     import asyncio
 
     await asyncio.to_thread(migrate.upgrade, url)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """The shared test Redis (real); tests namespace their keys with a unique prefix."""
+    url, server = acquire_url()
+    yield url
+    if server is not None:
+        server.close()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    return f"sstest-{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -32,6 +32,10 @@ from smilingsteps.platform.errors import (
 )
 from smilingsteps.platform.logging import log_unhandled_loop_exception
 from smilingsteps.platform.proxy import TrustedProxyMiddleware
+from smilingsteps.platform.ratelimit.limiter import Clock, RateLimiter
+from smilingsteps.platform.ratelimit.middleware import RateLimitMiddleware
+from smilingsteps.platform.ratelimit.policies import build_policies
+from smilingsteps.platform.ratelimit.redis_backend import RedisBackend
 from smilingsteps.platform.request_id import RequestIdMiddleware
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.runtime import Runtime
@@ -54,11 +58,20 @@ def build_api_router() -> APIRouter:
     return api
 
 
-def _lifespan(settings: Settings) -> Any:
+def build_limiter(settings: Settings, clock: Clock | None = None) -> RateLimiter:
+    redis = None
+    if settings.REDIS_URL is not None:
+        redis = RedisBackend(
+            settings.REDIS_URL.get_secret_value(), timeout_s=settings.RATE_LIMIT_REDIS_TIMEOUT_MS / 1000
+        )
+    return RateLimiter(build_policies(settings.rate_limits), redis=redis, prefix=settings.REDIS_KEY_PREFIX, clock=clock)
+
+
+def _lifespan(settings: Settings, limiter: RateLimiter) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.get_running_loop().set_exception_handler(log_unhandled_loop_exception(log.error))
-        runtime = Runtime(settings=settings, db=Database(settings))
+        runtime = Runtime(settings=settings, db=Database(settings), limiter=limiter)
         app.state.runtime = runtime
         # One quick attempt inline so a healthy start is ready at once; the
         # monitor keeps retrying in the background when the database is down.
@@ -71,6 +84,7 @@ def _lifespan(settings: Settings) -> Any:
             runtime.start_draining()
             await runtime.tasks.cancel_all()
             await runtime.db.dispose()
+            await runtime.limiter.close()
             log.info("app_stopped")
 
     return lifespan
@@ -91,14 +105,16 @@ def _install_docs(app: FastAPI) -> None:
         return response
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
+    """The whole application for `settings`; `clock` (seconds) drives rate limits in tests."""
+    limiter = build_limiter(settings, clock)
     app = FastAPI(
         title="Smiling Steps",
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, limiter),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     app.include_router(health.router)
@@ -123,6 +139,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Added innermost first: the last one added is the outermost.
     app.add_middleware(ErrorHandlerMiddleware, classify=classify)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    if settings.RATE_LIMITS_ENABLED:
+        app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=lambda: app.routes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,

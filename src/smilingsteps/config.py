@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from smilingsteps.platform.ratelimit.policies import DEFAULT_RATES, parse_rate
+
 PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "change_me", "secret", "secret-key", "your-secret-key", "dev", "development", "test"}
 )
@@ -108,6 +110,14 @@ class Settings(BaseSettings):
 
     METRICS_TOKEN: SecretStr | None = None
     RATE_LIMITS_ENABLED: bool = True
+    RATE_LIMIT_AUTH: str = DEFAULT_RATES["auth"]
+    RATE_LIMIT_API: str = DEFAULT_RATES["api"]
+    RATE_LIMIT_PAYMENTS: str = DEFAULT_RATES["payments"]
+    RATE_LIMIT_VIDEO: str = DEFAULT_RATES["video"]
+    RATE_LIMIT_UPLOADS: str = DEFAULT_RATES["uploads"]
+    RATE_LIMIT_ADMIN: str = DEFAULT_RATES["admin"]
+    RATE_LIMIT_REDIS_TIMEOUT_MS: int = Field(default=50, ge=1, le=5000)
+    REDIS_KEY_PREFIX: str = Field(default="ss", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     ICE_SERVERS: str | None = None
     TURN_SECRET: SecretStr | None = None
 
@@ -118,6 +128,26 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator(
+        "RATE_LIMIT_AUTH",
+        "RATE_LIMIT_API",
+        "RATE_LIMIT_PAYMENTS",
+        "RATE_LIMIT_VIDEO",
+        "RATE_LIMIT_UPLOADS",
+        "RATE_LIMIT_ADMIN",
+    )
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
+
+    @field_validator("REDIS_URL")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -200,6 +230,11 @@ class Settings(BaseSettings):
             return self.ALLOWED_ORIGINS
         parts = urlsplit(self.PUBLIC_BASE_URL)
         return [f"{parts.scheme}://{parts.netloc}"]
+
+    @property
+    def rate_limits(self) -> dict[str, str]:
+        """Policy name -> rate, after environment overrides."""
+        return {name: getattr(self, f"RATE_LIMIT_{name.upper()}") for name in DEFAULT_RATES}
 
     @property
     def docs_enabled(self) -> bool:

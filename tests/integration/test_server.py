@@ -12,18 +12,9 @@ from pathlib import Path
 import httpx
 
 from tests.support.postgres import free_port
-from tests.support.processes import clean_env
+from tests.support.processes import clean_env, wait_for_line
 
 SERVER = Path(__file__).resolve().parent.parent / "support" / "slow_server.py"
-
-
-def wait_for_line(process: subprocess.Popen[str], needle: str, seen: list[str]) -> None:
-    assert process.stdout is not None
-    for line in process.stdout:
-        seen.append(line)
-        if needle in line:
-            return
-    raise AssertionError(f"{needle!r} never printed; output:\n{''.join(seen)}")
 
 
 def test_sigterm_drains_in_flight_requests_and_flips_readiness_first(tmp_path: Path) -> None:

@@ -31,3 +31,38 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 60, **env: str) -> subp
         text=True,
         timeout=timeout,
     )
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, seen: list[str]) -> None:
+    """Read the process's output until a line contains `needle` (it says when it is ready)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        seen.append(line)
+        if needle in line:
+            return
+    raise AssertionError(f"{needle!r} never printed; output:\n{''.join(seen)}")
+
+
+def start_server(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[str]:
+    """`smilingsteps serve` on a loopback port, output piped for `wait_for_line`."""
+    return subprocess.Popen(
+        cli_command("serve", "--port", str(port)),
+        env=clean_env(tmp_path, **env),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def stop_server(process: subprocess.Popen[str]) -> int:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        code = process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        code = process.wait()
+    if process.stdout is not None:
+        process.stdout.close()
+    return code

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from smilingsteps import __version__
+from smilingsteps.platform.ratelimit.redis_backend import BackendError
 from smilingsteps.platform.runtime import runtime_of
 
 router = APIRouter(tags=["health"])
@@ -51,6 +52,17 @@ async def ready(request: Request) -> JSONResponse:
     except Exception as exc:
         elapsed = round((time.perf_counter() - started) * 1000, 2)
         checks["database"] = {"status": "down", "required": True, "latency_ms": elapsed, "error": type(exc).__name__}
+    limiter = runtime.limiter
+    if limiter.redis is not None:
+        try:
+            checks["redis"] = {"status": "up", "required": False, "latency_ms": await limiter.redis.ping()}
+        except BackendError as exc:
+            checks["redis"] = {"status": "down", "required": False, "error": str(exc)}
+    checks["rate_limiter"] = {
+        "status": "degraded" if limiter.degraded else "up",
+        "required": False,
+        "backend": limiter.backend,
+    }
     required_down = [name for name, check in checks.items() if check["required"] and check["status"] != "up"]
     if runtime.draining:
         status = "draining"

@@ -9,6 +9,7 @@ from starlette.requests import HTTPConnection
 
 from smilingsteps.config import Settings
 from smilingsteps.platform.db import Database
+from smilingsteps.platform.ratelimit.limiter import RateLimiter
 from smilingsteps.platform.tasks import TaskGroup
 
 
@@ -16,6 +17,7 @@ from smilingsteps.platform.tasks import TaskGroup
 class Runtime:
     settings: Settings
     db: Database
+    limiter: RateLimiter
     tasks: TaskGroup = field(default_factory=TaskGroup)
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)

@@ -1,0 +1,1 @@
+"""Request rate limiting: policies per endpoint class, GCRA, Redis or memory."""

@@ -1,0 +1,58 @@
+"""The generic cell rate algorithm, once in Python (memory backend) and once in
+Lua (Redis backend); both answer the same `Decision` from the same state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smilingsteps.platform.ratelimit.policies import Policy
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    remaining: int  # further requests allowed right now
+    reset_us: int  # until the whole quota is available again
+    retry_after_us: int  # until the next request is allowed (0 when allowed)
+
+    @property
+    def reset_s(self) -> int:
+        return -(-self.reset_us // 1_000_000)
+
+    @property
+    def retry_after_s(self) -> int:
+        """Whole seconds, rounded up, so a client that waits this long is allowed."""
+        return max(1, -(-self.retry_after_us // 1_000_000)) if not self.allowed else 0
+
+
+def gcra(tat_us: int | None, now_us: int, policy: Policy) -> tuple[Decision, int | None]:
+    """Decide one request; returns the decision and the new theoretical arrival time (None: unchanged)."""
+    interval, window = policy.interval_us, policy.window_us
+    tat = now_us if tat_us is None or tat_us < now_us else tat_us
+    new_tat = tat + interval
+    allow_at = new_tat - window
+    if now_us < allow_at:
+        return Decision(False, 0, tat - now_us, allow_at - now_us), None
+    return Decision(True, (now_us - allow_at) // interval, new_tat - now_us, 0), new_tat
+
+
+# The same algorithm, atomically in Redis. ARGV: interval_us, window_us, now_us
+# (negative: use the Redis server's clock, shared by every app instance).
+GCRA_LUA = """
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - window
+if now < allow_at then
+  return {0, 0, tat - now, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+"""

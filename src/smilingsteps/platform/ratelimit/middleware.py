@@ -1,0 +1,140 @@
+"""Pure ASGI rate limiting for HTTP requests and WebSocket handshakes.
+
+The route's class comes from its declaration (`rate_limited(...)` in
+`openapi_extra`; `api` when none), resolved once per route table. The key is
+the authenticated user when `identify` names one, else the client address
+(after trusted-proxy resolution).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from fastapi.routing import iter_route_contexts
+from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from smilingsteps.platform.context import client_ip_of
+from smilingsteps.platform.errors import problem_response
+from smilingsteps.platform.ratelimit.limiter import RateLimiter, rate_limit_headers
+from smilingsteps.platform.ratelimit.policies import DEFAULT_POLICY, EXEMPT, POLICY_KEY
+from smilingsteps.platform.versioning import API_PREFIX
+
+Identify = Callable[[Scope], str | None]
+WS_POLICY_VIOLATION = 1008
+
+
+def declared_policy(route: object) -> str:
+    extra: Any = getattr(route, "openapi_extra", None)
+    if isinstance(extra, dict) and isinstance(extra.get(POLICY_KEY), str):
+        return str(extra[POLICY_KEY])
+    return DEFAULT_POLICY
+
+
+def api_routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[str, str, str]]:
+    """(method, effective path, policy) of every API route, included routers flattened."""
+    for context in iter_route_contexts(routes):
+        path = context.path or ""
+        if not path.startswith(API_PREFIX):
+            continue
+        policy = declared_policy(context.original_route)
+        for method in context.methods or {"WS"}:
+            yield method, path, policy
+
+
+class PolicyResolver:
+    """Which policy a request falls under; None when it is not limited."""
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        self.size = len(routes)
+        self._static: dict[tuple[str, str], str] = {}
+        self._dynamic: list[tuple[str, re.Pattern[str], str]] = []
+        for method, path, policy in api_routes(routes):
+            if "{" in path:
+                self._dynamic.append((method, compile_path(path)[0], policy))
+            else:
+                self._static[(method, path)] = policy
+
+    def policy_for(self, scope: Scope) -> str | None:
+        path: str = scope["path"]
+        if not path.startswith(API_PREFIX):
+            return None  # health, metrics, pages: outside the API classes
+        method = scope.get("method", "WS")
+        policy = self._static.get((method, path)) or self._match_dynamic(method, path) or DEFAULT_POLICY
+        return None if policy == EXEMPT else policy
+
+    def _match_dynamic(self, method: str, path: str) -> str | None:
+        for route_method, pattern, policy in self._dynamic:
+            if route_method == method and pattern.match(path):
+                return policy
+        return None
+
+
+def _no_identity(_: Scope) -> str | None:
+    return None
+
+
+class RateLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limiter: RateLimiter,
+        routes: Callable[[], Sequence[BaseRoute]],
+        identify: Identify = _no_identity,
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.routes = routes
+        self.identify = identify
+        self._resolver: PolicyResolver | None = None
+
+    def _resolve(self, scope: Scope) -> str | None:
+        routes = self.routes()
+        if self._resolver is None or self._resolver.size != len(routes):
+            self._resolver = PolicyResolver(routes)
+        return self._resolver.policy_for(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        policy_name = self._resolve(scope)
+        if policy_name is None:
+            await self.app(scope, receive, send)
+            return
+        user = self.identify(scope)
+        identity = f"user:{user}" if user else f"ip:{client_ip_of(scope) or 'unknown'}"
+        decision = await self.limiter.check(policy_name, identity)
+        if not decision.allowed:
+            error = self.limiter.rejection(policy_name, identity, decision)
+            if scope["type"] == "http":
+                await problem_response(error, scope)(scope, receive, send)
+            else:
+                await self._refuse_websocket(scope, receive, send, error.headers)
+            return
+        headers = rate_limit_headers(self.limiter.policies[policy_name], decision)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                response_headers = MutableHeaders(scope=message)
+                for name, value in headers:
+                    response_headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+    @staticmethod
+    async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        """HTTP 429 before accept where the server supports it, else close 1008."""
+        await receive()  # the websocket.connect message
+        if "websocket.http.response" in scope.get("extensions", {}):
+            raw = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+            raw.append((b"content-type", b"application/problem+json"))
+            await send({"type": "websocket.http.response.start", "status": 429, "headers": raw})
+            await send({"type": "websocket.http.response.body", "body": b'{"type":"/problems/rate-limited"}'})
+        else:
+            await send({"type": "websocket.close", "code": WS_POLICY_VIOLATION, "reason": "rate limited"})

@@ -1,0 +1,310 @@
+"""Rate limits on the memory and Redis backends: exact counts, headers,
+sliding, concurrency, keys, classes, WebSockets, and Redis failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from fastapi import APIRouter, FastAPI, Request, WebSocket
+
+from smilingsteps.app import create_app
+from smilingsteps.platform.ratelimit.middleware import PolicyResolver, api_routes
+from smilingsteps.platform.ratelimit.policies import rate_limited
+from smilingsteps.platform.runtime import Runtime
+from tests.conftest import SettingsFactory, running
+from tests.support.asgi_ws import websocket_handshake
+from tests.support.clock import FakeClock
+from tests.support.postgres import free_port
+from tests.support.processes import start_server, stop_server, wait_for_line
+from tests.support.redis_server import RedisServer
+
+# The class of every production /api/v1 route. A new route must be added here
+# with the class it should have: an auth or payment route left as "api" by
+# mistake fails this test.
+EXPECTED_CLASSES: dict[str, str] = {
+    "GET /api/v1": "api",
+    "GET /api/v1/openapi.json": "api",
+    "GET /api/v1/docs": "api",
+}
+
+
+@pytest.fixture(params=["memory", "redis"])
+def limiter_settings(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> dict[str, Any]:
+    if request.param == "memory":
+        return {}
+    return {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": redis_prefix}
+
+
+def add_limited_routes(app: FastAPI) -> FastAPI:
+    @app.get("/api/v1/_test/thing/{thing_id}")
+    async def thing(thing_id: int) -> dict[str, int]:
+        return {"id": thing_id}
+
+    @app.post("/api/v1/_test/login", openapi_extra=rate_limited("auth"))
+    async def login(request: Request, email: str) -> dict[str, str]:
+        runtime: Runtime = request.app.state.runtime
+        await runtime.limiter.enforce("auth", f"account:{email.lower()}")
+        return {"ok": email}
+
+    @app.post("/api/v1/_test/callback", openapi_extra=rate_limited("exempt"))
+    async def callback() -> dict[str, str]:
+        return {}
+
+    @app.websocket("/api/v1/_test/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("hello")
+        await websocket.close()
+
+    return app
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def limited(
+    make_settings: SettingsFactory, limiter_settings: dict[str, Any], clock: FakeClock
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(RATE_LIMIT_API="5/1m", **limiter_settings)
+    app = add_limited_routes(create_app(settings, clock=clock))
+    async with running(app) as client:
+        yield client
+
+
+async def test_exact_count_then_429_with_headers(limited: httpx.AsyncClient) -> None:
+    remaining = []
+    for _ in range(5):
+        response = await limited.get("/api/v1")
+        assert response.status_code == 200
+        assert response.headers["ratelimit-policy"] == '"api";q=5;w=60'
+        assert response.headers["x-ratelimit-limit"] == "5"
+        remaining.append(int(response.headers["x-ratelimit-remaining"]))
+    assert remaining == [4, 3, 2, 1, 0]
+    denied = await limited.get("/api/v1")
+    assert denied.status_code == 429
+    assert denied.headers["content-type"] == "application/problem+json"
+    body = denied.json()
+    assert body["type"] == "/problems/rate-limited" and body["policy"] == "api"
+    assert denied.headers["retry-after"] == "12"
+    assert denied.headers["ratelimit"] == '"api";r=0;t=12'
+    assert int(denied.headers["retry-after"]) >= int(denied.headers["x-ratelimit-reset"])
+    assert "x-request-id" in denied.headers and "content-security-policy" in denied.headers
+
+
+async def test_window_slides_with_the_clock(limited: httpx.AsyncClient, clock: FakeClock) -> None:
+    for _ in range(5):
+        await limited.get("/api/v1")
+    assert (await limited.get("/api/v1")).status_code == 429
+    clock.advance(11.9)
+    assert (await limited.get("/api/v1")).status_code == 429
+    clock.advance(0.1)
+    regained = await limited.get("/api/v1")
+    assert regained.status_code == 200 and regained.headers["x-ratelimit-remaining"] == "0"
+    assert (await limited.get("/api/v1")).status_code == 429
+    clock.advance(60)
+    assert (await limited.get("/api/v1")).headers["x-ratelimit-remaining"] == "4"
+
+
+async def test_concurrent_requests_allow_exactly_the_limit(
+    make_settings: SettingsFactory, limiter_settings: dict[str, Any], clock: FakeClock
+) -> None:
+    app = create_app(make_settings(RATE_LIMIT_API="50/1h", **limiter_settings), clock=clock)
+    async with running(app) as client:
+        responses = await asyncio.gather(*(client.get("/api/v1") for _ in range(200)))
+    statuses = [response.status_code for response in responses]
+    assert statuses.count(200) == 50 and statuses.count(429) == 150
+    remaining = sorted(int(r.headers["x-ratelimit-remaining"]) for r in responses if r.status_code == 200)
+    assert remaining == list(range(50))  # each answer is exact: no two saw the same count
+
+
+async def test_keys_are_per_client_and_forged_forwarded_for_changes_nothing(
+    make_settings: SettingsFactory, limiter_settings: dict[str, Any], clock: FakeClock
+) -> None:
+    app = create_app(make_settings(RATE_LIMIT_API="2/1h", **limiter_settings), clock=clock)
+    async with running(app, client_addr=("198.51.100.1", 1000)) as first:
+        for forged in ("1.1.1.1", "2.2.2.2"):
+            assert (await first.get("/api/v1", headers={"x-forwarded-for": forged})).status_code == 200
+        assert (await first.get("/api/v1", headers={"x-forwarded-for": "3.3.3.3"})).status_code == 429
+    async with running(app, client_addr=("198.51.100.2", 1000)) as second:
+        assert (await second.get("/api/v1")).status_code == 200
+
+
+async def test_declared_classes_and_account_keys(
+    make_settings: SettingsFactory, limiter_settings: dict[str, Any], clock: FakeClock
+) -> None:
+    app = add_limited_routes(create_app(make_settings(RATE_LIMIT_AUTH="3/15m", **limiter_settings), clock=clock))
+    statuses = []
+    # Three different addresses aim at one account: the account key stops the fourth try.
+    for index in range(4):
+        async with running(app, client_addr=(f"203.0.113.{index}", 1000)) as client:
+            response = await client.post("/api/v1/_test/login", params={"email": "Wanjiku@Example.com"})
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                assert response.headers["ratelimit-policy"] == '"auth";q=3;w=900'
+    assert statuses == [200, 200, 200, 429]
+    async with running(app) as client:
+        for _ in range(20):
+            assert (await client.post("/api/v1/_test/callback")).status_code == 200
+            assert (await client.get("/health")).status_code == 200
+        assert "ratelimit" not in (await client.get("/health")).headers
+
+
+async def test_path_parameters_resolve_to_their_route(make_settings: SettingsFactory, clock: FakeClock) -> None:
+    app = add_limited_routes(create_app(make_settings(RATE_LIMIT_API="2/1h"), clock=clock))
+    async with running(app) as client:
+        assert (await client.get("/api/v1/_test/thing/1")).status_code == 200
+        assert (await client.get("/api/v1/_test/thing/2")).status_code == 200
+        # Unknown paths count too: a scanner cannot probe for free.
+        assert (await client.get("/api/v1/_test/nothing")).status_code == 429
+
+
+async def test_rejections_are_logged_with_policy_and_hashed_key(
+    make_settings: SettingsFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(make_settings(RATE_LIMIT_API="1/1h"), clock=clock)
+    with caplog.at_level(logging.WARNING):
+        async with running(app, client_addr=("192.0.2.77", 1)) as client:
+            await client.get("/api/v1")
+            await client.get("/api/v1")
+    records = [r for r in caplog.records if "rate_limited" in r.getMessage()]
+    assert len(records) == 1
+    assert "'policy': 'api'" in records[0].getMessage() and "192.0.2.77" not in records[0].getMessage()
+
+
+async def test_redis_keys_are_namespaced_and_hashed(
+    make_settings: SettingsFactory, redis_url: str, redis_prefix: str
+) -> None:
+    app = create_app(make_settings(REDIS_URL=redis_url, REDIS_KEY_PREFIX=redis_prefix))
+    async with running(app, client_addr=("192.0.2.55", 1)) as client:
+        await client.get("/api/v1")
+    direct = aioredis.Redis.from_url(redis_url)
+    keys = [key.decode() async for key in direct.scan_iter(match=f"{redis_prefix}:*")]
+    await direct.aclose()
+    assert len(keys) == 1 and keys[0].startswith(f"{redis_prefix}:rl:api:")
+    assert "192.0.2.55" not in keys[0]
+
+
+@pytest.mark.parametrize("http_denial", [False, True])
+async def test_websocket_handshakes_are_limited(make_settings: SettingsFactory, http_denial: bool) -> None:
+    app = add_limited_routes(create_app(make_settings(RATE_LIMIT_API="2/1h")))
+    async with running(app):
+        for _ in range(2):
+            accepted = await websocket_handshake(app, "/api/v1/_test/ws", http_denial=http_denial)
+            assert [m["type"] for m in accepted] == ["websocket.accept", "websocket.send", "websocket.close"]
+        refused = await websocket_handshake(app, "/api/v1/_test/ws", http_denial=http_denial)
+    if http_denial:
+        assert refused[0]["type"] == "websocket.http.response.start" and refused[0]["status"] == 429
+        assert (b"retry-after", b"1800") in refused[0]["headers"]
+    else:
+        assert refused == [{"type": "websocket.close", "code": 1008, "reason": "rate limited"}]
+
+
+def test_every_api_route_has_its_intended_class(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings())
+    found = {f"{method} {path}": policy for method, path, policy in api_routes(app.routes) if method != "HEAD"}
+    assert found == EXPECTED_CLASSES
+    assert PolicyResolver(app.routes).policy_for({"type": "http", "path": "/health", "method": "GET"}) is None
+
+
+async def test_classes_declared_in_included_routers_apply(make_settings: SettingsFactory, clock: FakeClock) -> None:
+    app = create_app(make_settings(RATE_LIMIT_UPLOADS="1/1h"), clock=clock)
+    router = APIRouter(prefix="/api/v1/_test/files")
+
+    @router.post("/{owner}/upload", openapi_extra=rate_limited("uploads"))
+    async def upload(owner: str) -> dict[str, str]:
+        return {"owner": owner}
+
+    app.include_router(router)
+    async with running(app) as client:
+        first = await client.post("/api/v1/_test/files/me/upload")
+        assert first.status_code == 200 and first.headers["ratelimit-policy"] == '"uploads";q=1;w=3600'
+        assert (await client.post("/api/v1/_test/files/you/upload")).status_code == 429
+        assert (await client.get("/api/v1")).status_code == 200
+
+
+async def test_redis_outage_falls_back_to_memory_and_recovers(make_settings: SettingsFactory) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        app = create_app(make_settings(REDIS_URL=server.url, RATE_LIMIT_API="3/1h"))
+        async with running(app) as client:
+            runtime: Runtime = app.state.runtime
+            runtime.limiter.probe_interval_s = 0  # probe Redis on every check
+            assert (await client.get("/api/v1")).status_code == 200
+            assert runtime.limiter.backend == "redis"
+
+            server.stop()
+            outage = [await client.get("/api/v1") for _ in range(4)]
+            assert [r.status_code for r in outage] == [200, 200, 200, 429]  # memory counts afresh: still limited
+            assert runtime.limiter.degraded and runtime.limiter.fallbacks == 1
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 200
+            assert ready.json()["checks"]["rate_limiter"]["status"] == "degraded"
+            assert ready.json()["checks"]["redis"]["status"] == "down"
+
+            server.start()
+            back = await client.get("/api/v1")
+            assert back.status_code == 200 and runtime.limiter.backend == "redis"
+            assert (await client.get("/health/ready")).json()["checks"]["rate_limiter"]["status"] == "up"
+    finally:
+        server.close()
+
+
+async def test_stalled_redis_costs_at_most_the_timeout(make_settings: SettingsFactory) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        app = create_app(make_settings(REDIS_URL=server.url, RATE_LIMIT_REDIS_TIMEOUT_MS=50))
+        async with running(app) as client:
+            assert (await client.get("/api/v1")).status_code == 200
+            server.stall()
+            async with asyncio.timeout(5):  # a guard against hanging, not a speed assertion
+                stalled = await client.get("/api/v1")
+            assert stalled.status_code == 200
+            assert app.state.runtime.limiter.degraded
+            server.resume()
+    finally:
+        server.close()
+
+
+async def test_two_instances_sharing_redis_allow_exactly_the_limit_in_total(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> None:
+    env = {
+        "APP_ENV": "test",
+        "SECRET_KEY": "s" * 48,
+        "LOG_FORMAT": "json",
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "RATE_LIMIT_API": "20/1h",
+        "SHUTDOWN_READINESS_DELAY": "0",
+    }
+    ports = [free_port(), free_port()]
+    servers = []
+    try:
+        for index, port in enumerate(ports):
+            home = tmp_path / f"instance{index}"
+            home.mkdir()
+            server = start_server(home, port, DATABASE_URL=f"sqlite+aiosqlite:///{home / 'db.sqlite'}", **env)
+            servers.append(server)
+            await asyncio.to_thread(wait_for_line, server, "Application startup complete", [])
+        async with httpx.AsyncClient(timeout=30) as client:
+            responses = await asyncio.gather(
+                *(client.get(f"http://127.0.0.1:{ports[i % 2]}/api/v1") for i in range(60))
+            )
+    finally:
+        codes = [stop_server(server) for server in servers]
+    statuses = [response.status_code for response in responses]
+    # Each instance alone would allow 20 (40 in total): exactly 20 means one shared count.
+    assert statuses.count(200) == 20 and statuses.count(429) == 40
+    assert codes == [0, 0]
