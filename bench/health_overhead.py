@@ -1,25 +1,28 @@
 """GET /health: what the full middleware stack costs per request.
 
-Three servers, each its own process on a free 127.0.0.1 port, with identical
+Servers, each its own process on a free 127.0.0.1 port, with identical
 uvicorn settings (httptools + uvloop, one process, no access log, no Server
 header, no proxy headers, lifespan on):
 
-* ``full``    - ``smilingsteps.app.create_app`` (every middleware, JSON access log to a file),
-* ``fastapi`` - a bare FastAPI app, no middleware, one ``GET /health`` of the same shape,
-* ``asgi``    - a raw ASGI callable answering the same JSON bytes (the server's floor).
+* ``full``       - ``smilingsteps.app.create_app`` (every middleware, JSON access log to a file),
+* ``full-nolog`` - the same with the access-log call made a no-op (isolates the log line's cost),
+* ``fastapi``    - a bare FastAPI app, no middleware, one ``GET /health`` of the same shape,
+* ``asgi``       - a raw ASGI callable answering the same JSON bytes (the server's floor).
 
 ``wrk`` (1 thread, 32 connections) loads each in interleaved rounds; the server
 and ``wrk`` are pinned to different cores. With the server saturated, 1e6/rps
 is the server's CPU time per request, so the difference between two servers is
 the cost, in microseconds, of whatever one has and the other lacks.
 
-Usage (from the repository root)::
+Usage (from the repository root; bench/README.md has the details)::
 
-    .venv/bin/python bench/health_overhead.py             # the benchmark, about 1.5 minutes
-    .venv/bin/python bench/health_overhead.py --profile   # where the full stack's time goes (in process)
+    .venv/bin/python bench/health_overhead.py                  # the benchmark, about 2 minutes
+    .venv/bin/python bench/health_overhead.py --py-spy PY_SPY  # live servers sampled by py-spy, ~30 s
+    .venv/bin/python bench/health_overhead.py --profile        # in process: cProfile + ablation, ~70 s
     .venv/bin/python bench/health_overhead.py --serve full --port 8001 --workdir /tmp/x   # one server
 
-Results: ``bench/results/health_overhead.json`` (and ``health_profile.json`` for ``--profile``).
+Results go to ``bench/results/``: ``health_overhead.json``, ``health_pyspy.json``
+(its µs use the benchmark's JSON, so run the benchmark first) and ``health_profile.json``.
 """
 
 from __future__ import annotations
@@ -49,12 +52,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+# At module level: FastAPI resolves the route's (string) annotations from these globals.
+from fastapi import FastAPI, Request
+
 HOST = "127.0.0.1"  # loopback only, always
 PATH = "/health"
-KINDS = ("full", "fastapi", "asgi")
+# `full-nolog` is `full` with the access-log line replaced by a no-op: the line's live cost.
+KINDS = ("full", "full-nolog", "fastapi", "asgi")
 TARGET_US = 60.0
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
+# Set by --ref: a `git archive` of that ref's src/, imported instead of the working tree.
+SOURCE: dict[str, Any] = {"ref": None, "src": None}
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,6 +87,40 @@ UVICORN_SETTINGS: dict[str, Any] = {
 # --------------------------------------------------------------------------
 # The three applications
 # --------------------------------------------------------------------------
+
+
+class _SilentLogger:
+    """Stands in for the access log's logger: every method is a no-op."""
+
+    def __getattr__(self, _: str) -> Callable[..., None]:
+        return _ignore
+
+
+def _ignore(*_: Any, **__: Any) -> None:
+    return None
+
+
+def silence_access_log() -> Callable[[], None]:
+    """Make AccessLogMiddleware's log call a no-op (it looks `log` up at call time); returns the undo."""
+    from smilingsteps.platform import access_log
+
+    original, original_line = access_log.log, access_log.log_request
+    access_log.log = _SilentLogger()
+    access_log.log_request = _ignore
+
+    def restore() -> None:
+        access_log.log, access_log.log_request = original, original_line
+
+    return restore
+
+
+@contextmanager
+def access_log_silenced() -> Iterator[None]:
+    restore = silence_access_log()
+    try:
+        yield
+    finally:
+        restore()
 
 
 def full_settings(workdir: Path) -> Any:
@@ -118,7 +161,6 @@ def _health_body(started: float, rss: int) -> dict[str, Any]:
 def build_bare_fastapi() -> Any:
     """FastAPI with no middleware: one GET /health, same signature and payload shape as the real one."""
     import psutil
-    from fastapi import FastAPI, Request
 
     process = psutil.Process()
     started = time.monotonic()
@@ -176,9 +218,11 @@ def serve(kind: str, port: int, workdir: Path) -> None:
     import uvicorn
 
     app: Any
-    if kind == "full":
-        log_stream = (workdir / "full-app.log").open("a", encoding="utf-8")
+    if kind in ("full", "full-nolog"):
+        log_stream = (workdir / f"{kind}-app.log").open("a", encoding="utf-8")
         app = build_full_app(workdir, log_stream)
+        if kind == "full-nolog":
+            silence_access_log()  # for the life of this process
     elif kind == "fastapi":
         app = build_bare_fastapi()
     else:
@@ -225,6 +269,13 @@ class Options:
     server_cpu: int = 0
     wrk_cpu: int = 1
     pinned: bool = True
+    tmp_root: str | None = None
+
+
+def default_tmp_root() -> str | None:
+    """tmpfs when there is one: the full app writes ~20 MB of log per run, and disk
+    write-back (its interrupts and kworkers) otherwise lands on random cores mid-run."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
 def free_port() -> int:
@@ -243,7 +294,29 @@ def child_env() -> dict[str, str]:
     from smilingsteps.config import Settings
 
     names = set(Settings.model_fields)
-    return {key: value for key, value in os.environ.items() if key not in names}
+    env = {key: value for key, value in os.environ.items() if key not in names}
+    if SOURCE["src"] is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE["src"], env.get("PYTHONPATH", "")]))
+    return env
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=BENCH_DIR.parent, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def use_ref(ref: str, into: Path) -> None:
+    """Export `ref`'s src/ into `into` and import smilingsteps from there (here and in the servers)."""
+    import io
+    import tarfile
+
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "src"], cwd=BENCH_DIR.parent, capture_output=True, check=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    SOURCE.update(ref=ref, src=str(into / "src"))
+    sys.path.insert(0, SOURCE["src"])
 
 
 def start_server(kind: str, workdir: Path, options: Options) -> Server:
@@ -395,10 +468,10 @@ def machine() -> dict[str, Any]:
 
 
 @contextmanager
-def running_servers(workdir: Path, options: Options) -> Iterator[dict[str, Server]]:
+def running_servers(workdir: Path, options: Options, kinds: tuple[str, ...] = KINDS) -> Iterator[dict[str, Server]]:
     servers: dict[str, Server] = {}
     try:
-        for kind in KINDS:
+        for kind in kinds:
             servers[kind] = start_server(kind, workdir, options)
         for server in servers.values():
             wait_ready(server)
@@ -448,13 +521,16 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
             raise SystemExit(f"{tool} not found (Debian: apt-get install -y {package})")
     runs: list[WrkRun] = []
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="health-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="health-bench-", dir=options.tmp_root) as tmp:
         workdir = Path(tmp)
+        log_file = workdir / "full-app.log"
+        source = source_info(workdir)
         with running_servers(workdir, options) as servers:
             responses = check_responses(servers)
             for kind in KINDS:
                 print(f"warm-up {kind} {options.warmup} s", flush=True)
                 run_wrk(servers[kind], options.warmup, options)
+            lines_before = len(access_lines(log_file))
             for rnd in range(options.rounds):
                 order = KINDS[rnd % len(KINDS) :] + KINDS[: rnd % len(KINDS)]  # rotate to spread drift
                 for kind in order:
@@ -462,10 +538,14 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
                     run = WrkRun(kind=kind, round=rnd + 1, **result)
                     runs.append(run)
                     print(f"round {rnd + 1} {kind:8s} {run.rps:10.1f} rps", flush=True)
-            log_file = workdir / "full-app.log"
-            log_lines = log_file.read_text(encoding="utf-8").splitlines() if log_file.exists() else []
-        access_lines = [line for line in log_lines if '"logger": "smilingsteps.http"' in line]
-    report = summarise(runs, responses, options, access_lines, time.monotonic() - started)
+            logged = access_lines(log_file)
+        access_log = {
+            "lines_during_measured_rounds": len(logged) - lines_before,
+            "requests_completed_in_measured_rounds": sum(run.requests for run in runs if run.kind == "full"),
+            "note": "wrk does not count requests still in flight when a run ends (at most 32 per run)",
+            "sample": json.loads(logged[-1]) if logged else None,
+        }
+    report = summarise(runs, responses, options, access_log, source, time.monotonic() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_table(report)
@@ -473,8 +553,39 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
     return report
 
 
+def source_info(workdir: Path) -> dict[str, Any]:
+    """Which code was measured: the commit (or --ref), local changes, and the middleware stack."""
+    import io
+
+    import smilingsteps
+
+    app = build_full_app(workdir, io.StringIO())
+    info: dict[str, Any] = {"imported_from": str(Path(smilingsteps.__file__).parent)}
+    if SOURCE["ref"] is not None:
+        info["ref"] = SOURCE["ref"]
+        info["commit"] = _git("rev-parse", "--short", SOURCE["ref"]) or "unknown"
+        info["src_differs_from_commit"] = False
+    else:
+        info["commit"] = _git("rev-parse", "--short", "HEAD") or "unknown"
+        info["src_differs_from_commit"] = bool(_git("status", "--porcelain", "--", "src"))
+    info["user_middleware_outermost_first"] = [entry.cls.__name__ for entry in app.user_middleware]
+    return info
+
+
+def access_lines(log_file: Path) -> list[str]:
+    """The full app's access-log lines (logger smilingsteps.http) written so far."""
+    if not log_file.exists():
+        return []
+    return [line for line in log_file.read_text(encoding="utf-8").splitlines() if "smilingsteps.http" in line]
+
+
 def summarise(
-    runs: list[WrkRun], responses: dict[str, Any], options: Options, access_lines: list[str], elapsed: float
+    runs: list[WrkRun],
+    responses: dict[str, Any],
+    options: Options,
+    access_log: dict[str, Any],
+    source: dict[str, Any],
+    elapsed: float,
 ) -> dict[str, Any]:
     servers: dict[str, Any] = {}
     for kind in KINDS:
@@ -501,18 +612,20 @@ def summarise(
         "full_vs_fastapi_us": round(us["full"] - us["fastapi"], 2),
         "full_vs_asgi_us": round(us["full"] - us["asgi"], 2),
         "fastapi_vs_asgi_us": round(us["fastapi"] - us["asgi"], 2),
+        "full_vs_full_nolog_us": round(us["full"] - us["full-nolog"], 2),
+        "full_nolog_vs_fastapi_us": round(us["full-nolog"] - us["fastapi"], 2),
     }
     # Round-by-round overheads show how stable the difference is.
     per_round = []
     for rnd in sorted({run.round for run in runs}):
         by_kind = {run.kind: 1e6 / run.rps for run in runs if run.round == rnd}
         per_round.append(round(by_kind["full"] - by_kind["fastapi"], 2))
-    total_requests = sum(run.requests for run in runs if run.kind == "full")
     return {
         "benchmark": "GET /health: middleware overhead",
         "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "elapsed_seconds": round(elapsed, 1),
         "machine": machine(),
+        "source": source,
         "method": {
             "host": HOST,
             "path": PATH,
@@ -522,6 +635,7 @@ def summarise(
             "rounds": options.rounds,
             "pinning": {"server_cpu": options.server_cpu, "wrk_cpu": options.wrk_cpu} if options.pinned else "none",
             "statistic": "median rps over rounds; us_per_request = 1e6 / median_rps",
+            "scratch_dir_root": options.tmp_root or tempfile.gettempdir(),
             "full_app": "create_app(Settings(APP_ENV=test, sqlite, LOG_FORMAT=json, LOG_LEVEL=info)), "
             "configure_logging(stream=<file>)",
         },
@@ -532,11 +646,7 @@ def summarise(
             "max_full_vs_fastapi_us": TARGET_US,
             "met": overhead["full_vs_fastapi_us"] <= TARGET_US,
         },
-        "full_app_access_log": {
-            "lines": len(access_lines),
-            "requests_sent_in_measured_rounds": total_requests,
-            "sample": json.loads(access_lines[-1]) if access_lines else None,
-        },
+        "full_app_access_log": access_log,
         "runs": [asdict(run) for run in runs],
     }
 
@@ -544,13 +654,13 @@ def summarise(
 def print_table(report: dict[str, Any]) -> None:
     servers = report["servers"]
     print()
-    print(f"{'server':<10}{'median rps':>12}{'min-max rps':>20}{'µs/request':>12}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'server':<12}{'median rps':>12}{'min-max rps':>20}{'µs/request':>12}{'p50 ms':>9}{'p99 ms':>9}")
     for kind in KINDS:
         info = servers[kind]
         lat = info["latency_ms_median_of_rounds"]
         span = f"{info['min_rps']:.0f}-{info['max_rps']:.0f}"
         print(
-            f"{kind:<10}{info['median_rps']:>12.1f}{span:>20}{info['us_per_request']:>12.2f}"
+            f"{kind:<12}{info['median_rps']:>12.1f}{span:>20}{info['us_per_request']:>12.2f}"
             f"{lat.get('p50', float('nan')):>9.2f}{lat.get('p99', float('nan')):>9.2f}"
         )
     overhead = report["overhead"]
@@ -562,6 +672,8 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(f"full vs raw ASGI:     {overhead['full_vs_asgi_us']:+.2f} µs/request")
     print(f"bare FastAPI vs ASGI: {overhead['fastapi_vs_asgi_us']:+.2f} µs/request")
+    print(f"access-log line (full vs full-nolog): {overhead['full_vs_full_nolog_us']:+.2f} µs/request")
+    print(f"full-nolog vs bare FastAPI:           {overhead['full_nolog_vs_fastapi_us']:+.2f} µs/request")
     verdict = "MET" if target["met"] else "NOT MET"
     print(f"target <= {target['max_full_vs_fastapi_us']:.0f} µs (full vs bare FastAPI): {verdict}")
 
@@ -620,19 +732,64 @@ async def _time_us(app: ASGIApp, count: int, repeats: int) -> float:
     return statistics.median(samples)
 
 
+def _log_line_breakdown(number: int = 20_000) -> list[dict[str, Any]]:
+    """µs for one access-log line, and for each structlog processor it passes through.
+
+    Runs after configure_logging(), so the line is really written to the log file,
+    through the same logger object AccessLogMiddleware calls; the processors are
+    whatever structlog is configured with, so this follows the implementation.
+    """
+    import logging
+    import timeit
+    import uuid
+
+    import structlog
+
+    from smilingsteps.platform import access_log
+    from smilingsteps.platform import logging as app_logging
+
+    fields: dict[str, Any] = {"method": "GET", "route": PATH, "status": 200, "duration_ms": 0.13, "client": HOST}
+    logger = access_log.log
+    bind = getattr(app_logging, "bound_log_context", structlog.contextvars.bound_contextvars)
+
+    def per_call(func: Callable[[], object]) -> float:
+        func()
+        return min(timeit.repeat(func, number=number, repeat=3)) / number * 1e6
+
+    def step(processor: Any, stage: dict[str, Any]) -> Callable[[], object]:
+        def call() -> object:
+            try:
+                return processor(wrapped, "info", dict(stage))
+            except structlog.DropEvent:
+                return None
+
+        return call
+
+    rows: list[dict[str, Any]] = []
+    with bind(request_id=uuid.uuid4().hex):
+        whole = per_call(lambda: logger.info("request", **fields))
+        wrapped = logging.getLogger(app_logging.ACCESS_LOGGER)
+        event: dict[str, Any] = {"event": "request", **fields}
+        copy_cost = per_call(lambda: dict(event))
+        for processor in structlog.get_config()["processors"]:
+            name = getattr(processor, "__name__", None) or type(processor).__name__
+            rows.append({"step": f"processor {name}", "us": per_call(step(processor, event)) - copy_cost})
+            result = step(processor, event)()
+            if not isinstance(result, dict):
+                break  # rendered, handed to stdlib logging, or written (DropEvent)
+            event = result
+    rest = whole - sum(row["us"] for row in rows)
+    return [
+        {"step": "whole line: log.info('request', ...) as AccessLogMiddleware calls it", "us": round(whole, 2)},
+        *({"step": row["step"], "us": round(row["us"], 2)} for row in rows),
+        {"step": "rest: bound-logger call, and stdlib logging/formatter/write when used", "us": round(rest, 2)},
+    ]
+
+
 async def _profile_async(workdir: Path, requests: int, top: int) -> dict[str, Any]:
     import logging
 
     import httpx
-    from starlette.middleware.cors import CORSMiddleware
-
-    from smilingsteps.platform.access_log import AccessLogMiddleware
-    from smilingsteps.platform.body_limit import BodyLimitMiddleware
-    from smilingsteps.platform.errors import ErrorHandlerMiddleware
-    from smilingsteps.platform.logging import ACCESS_LOGGER
-    from smilingsteps.platform.proxy import TrustedProxyMiddleware
-    from smilingsteps.platform.request_id import RequestIdMiddleware
-    from smilingsteps.platform.security_headers import SecurityHeadersMiddleware
 
     log_stream = (workdir / "profile-app.log").open("a", encoding="utf-8")
     app = build_full_app(workdir, log_stream)
@@ -640,49 +797,66 @@ async def _profile_async(workdir: Path, requests: int, top: int) -> dict[str, An
     raw = build_raw_asgi()
 
     async with app.router.lifespan_context(app):
-        # 1. cProfile, 20k requests through httpx's ASGITransport (as the brief asks).
+        # 1. cProfile, 20k requests through httpx's ASGITransport. The profiler runs only
+        #    while the app handles a request, so the client's own work stays out of it.
         profiler = cProfile.Profile()
-        transport = httpx.ASGITransport(app=app)
+
+        async def profiled(scope: Scope, receive: Receive, send: Send) -> None:
+            profiler.enable()
+            try:
+                await app(scope, receive, send)
+            finally:
+                profiler.disable()
+
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # its per-request INFO line is not the app's
+        transport = httpx.ASGITransport(app=profiled)
         async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}") as client:
             for _ in range(500):
                 (await client.get(PATH)).raise_for_status()
-            profiler.enable()
+            profiler = cProfile.Profile()  # forget the warm-up
             for _ in range(requests):
                 await client.get(PATH)
-            profiler.disable()
         stats = pstats.Stats(profiler)
         functions = _profile_rows(stats, requests)
+        modules = _by_module(stats, requests)
 
         # 2. Ablation: the same app with one middleware (or the access-log line) taken away.
-        count, repeats = 5000, 7
+        #    Every variant's stack is built once; batches of all variants are interleaved.
         original = list(app.user_middleware)
-        results: dict[str, float] = {}
 
-        def use(middleware: list[Any]) -> None:
+        def stack(middleware: list[Any]) -> Any:
             app.user_middleware = middleware
-            app.middleware_stack = None  # rebuilt on the next call
+            return app.build_middleware_stack()
 
-        results["full"] = await _time_us(app, count, repeats)
-        names = {
-            RequestIdMiddleware: "RequestIdMiddleware",
-            TrustedProxyMiddleware: "TrustedProxyMiddleware",
-            AccessLogMiddleware: "AccessLogMiddleware (incl. its log line)",
-            SecurityHeadersMiddleware: "SecurityHeadersMiddleware",
-            CORSMiddleware: "CORSMiddleware",
-            BodyLimitMiddleware: "BodyLimitMiddleware",
-            ErrorHandlerMiddleware: "ErrorHandlerMiddleware",
-        }
-        for cls, label in names.items():
-            use([m for m in original if m.cls is not cls])
-            results[f"without {label}"] = await _time_us(app, count, repeats)
-        use(original)
-        access = logging.getLogger(ACCESS_LOGGER)
-        access.setLevel(logging.WARNING)
-        results["full, access-log line filtered out (level WARNING)"] = await _time_us(app, count, repeats)
-        access.setLevel(logging.NOTSET)
-        use([])
-        results["no user middleware (same app, same route)"] = await _time_us(app, count, repeats)
-        use(original)
+        full_stack = stack(original)
+        variants: list[tuple[str, Any, bool]] = [("full", full_stack, False)]
+        for entry in original:  # whatever create_app installs today, outermost first
+            name = entry.cls.__name__
+            label = name + (" (and its log line)" if name == "AccessLogMiddleware" else "")
+            variants.append((f"without {label}", stack([m for m in original if m is not entry]), False))
+        variants.append(("full, access-log call made a no-op", full_stack, True))
+        variants.append(("no user middleware (same app, same route)", stack([]), False))
+        app.user_middleware = original
+
+        async def timed(stack_app: Any, silent: bool, count: int) -> float:
+            app.middleware_stack = stack_app
+            try:
+                if silent:
+                    with access_log_silenced():
+                        return await _direct(app, count) / count * 1e6
+                return await _direct(app, count) / count * 1e6
+            finally:
+                app.middleware_stack = full_stack
+
+        count, repeats = 4000, 7
+        samples: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+        for _, stack_app, silent in variants:
+            await timed(stack_app, silent, 500)  # warm-up
+        for rnd in range(repeats):
+            for name, stack_app, silent in variants[rnd % len(variants) :] + variants[: rnd % len(variants)]:
+                samples[name].append(await timed(stack_app, silent, count))
+        results = {name: statistics.median(values) for name, values in samples.items()}
+        log_line = _log_line_breakdown()
     log_stream.close()
 
     results["bare FastAPI app"] = await _time_us(bare, count, repeats)
@@ -692,24 +866,36 @@ async def _profile_async(workdir: Path, requests: int, top: int) -> dict[str, An
         {"variant": name, "us_per_request": round(value, 2), "saved_vs_full_us": round(full - value, 2)}
         for name, value in results.items()
     ]
-    return {"requests_profiled": requests, "functions": functions[:top], "ablation": ablation}
+    return {
+        "requests_profiled": requests,
+        "profiled_app_us_per_request_under_cprofile": round(sum(m["own_us_per_request"] for m in modules), 2),
+        "modules": modules,
+        "functions": functions[:top],
+        "ablation": ablation,
+        "access_log_line": log_line,
+    }
+
+
+StatsEntry = tuple[int, int, float, float, dict[tuple[str, int, str], tuple[int, int, float, float]]]
+
+
+def _where(filename: str) -> str:
+    for marker in ("site-packages/", "/src/", "/lib/python3."):
+        if marker in filename:
+            where = filename.split(marker, 1)[1]
+            return where.split("/", 1)[1] if marker == "/lib/python3." else where
+    return filename
 
 
 def _profile_rows(stats: pstats.Stats, requests: int) -> list[dict[str, Any]]:
-    """Rows sorted by own time: µs per request of own and cumulative time, calls per request."""
-    raw: dict[tuple[str, int, str], tuple[int, int, float, float, Any]] = stats.stats  # type: ignore[attr-defined]
+    """Functions by own time: µs per request of own and cumulative time, calls per request."""
+    raw: dict[tuple[str, int, str], StatsEntry] = stats.stats  # type: ignore[attr-defined]
     rows: list[dict[str, Any]] = []
-    root = str(BENCH_DIR.parent)
     for (filename, line, name), (_, calls, own, cumulative, _) in raw.items():
-        where = filename
-        for marker in ("site-packages/", "/src/"):
-            if marker in filename:
-                where = filename.split(marker, 1)[1]
-                break
-        where = where.replace(root + "/", "")
+        label = name if filename == "~" else f"{_where(filename)}:{line}({name})"
         rows.append(
             {
-                "function": f"{where}:{line}({name})",
+                "function": label,
                 "calls_per_request": round(calls / requests, 2),
                 "own_us_per_request": round(own / requests * 1e6, 2),
                 "cumulative_us_per_request": round(cumulative / requests * 1e6, 2),
@@ -719,22 +905,49 @@ def _profile_rows(stats: pstats.Stats, requests: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _by_module(stats: pstats.Stats, requests: int) -> list[dict[str, Any]]:
+    """Own time per source file; a built-in's time goes to the files that called it."""
+    raw: dict[tuple[str, int, str], StatsEntry] = stats.stats  # type: ignore[attr-defined]
+    totals: dict[str, float] = {}
+    for (filename, _, _), (_, _, own, _, callers) in raw.items():
+        if filename != "~":
+            totals[_where(filename)] = totals.get(_where(filename), 0.0) + own
+            continue
+        for (caller_file, _, _), (_, _, caller_own, _) in callers.items():
+            module = "<built-in, called from outside the app>" if caller_file == "~" else _where(caller_file)
+            totals[module] = totals.get(module, 0.0) + caller_own
+    rows: list[dict[str, Any]] = [
+        {"module": module, "own_us_per_request": round(seconds / requests * 1e6, 2)}
+        for module, seconds in totals.items()
+    ]
+    rows.sort(key=lambda row: row["own_us_per_request"], reverse=True)
+    return rows
+
+
 def profile(requests: int, top: int, out: Path) -> dict[str, Any]:
     import uvloop
 
     with (
-        tempfile.TemporaryDirectory(prefix="health-profile-") as tmp,
+        tempfile.TemporaryDirectory(prefix="health-profile-", dir=default_tmp_root()) as tmp,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
     ):
         result = runner.run(_profile_async(Path(tmp), requests, top))
+        result["source"] = source_info(Path(tmp))
     result["generated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     result["note"] = (
-        "functions: cProfile (deterministic; inflates many-small-call code) over httpx ASGITransport; "
-        "ablation: direct ASGI calls with a uvicorn-like scope, median of 7 batches of 5000, uvloop"
+        "modules/functions: cProfile (deterministic; inflates code made of many small calls) of the app only, "
+        "driven through httpx ASGITransport; "
+        "ablation: direct ASGI calls with a uvicorn-like scope, median of 7 interleaved batches of 4000, uvloop; "
+        "access_log_line: timeit, best of 3 x 20000"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"cProfile, {requests} requests, top {top} by own time (µs per request):")
+    print(f"cProfile, {requests} requests, own time by source file (µs per request, built-ins go to their caller):")
+    for module in result["modules"][:25]:
+        print(f"{module['own_us_per_request']:>8.2f}  {module['module']}")
+    total = result["profiled_app_us_per_request_under_cprofile"]
+    print(f"{total:>8.2f}  total (under cProfile)\n")
+    print(f"top {top} functions by own time (µs per request):")
     print(f"{'own':>8}{'cum':>9}{'calls':>7}  function")
     for row in result["functions"]:
         print(
@@ -744,6 +957,184 @@ def profile(requests: int, top: int, out: Path) -> dict[str, Any]:
     print("\nablation (direct ASGI calls, µs per request):")
     for row in result["ablation"]:
         print(f"{row['us_per_request']:>8.2f}  saves {row['saved_vs_full_us']:>7.2f}  {row['variant']}")
+    print("\none access-log line (µs):")
+    for row in result["access_log_line"]:
+        print(f"{row['us']:>8.2f}  {row['step']}")
+    return result
+
+
+# --------------------------------------------------------------------------
+# Sampled profile of the live servers (py-spy, under the same wrk load)
+# --------------------------------------------------------------------------
+
+# Each sample goes to the innermost frame (leaf first) that names a layer, so a
+# middleware's send wrapper counts for that middleware and the route's own work
+# is not charged to the middleware around it. Any `<Name>Middleware.` frame is a
+# layer of its own, so middleware added later shows up without changes here.
+LAYERS: list[tuple[str, tuple[str, ...]]] = [
+    ("uvicorn: write the response (RequestResponseCycle.send)", ("RequestResponseCycle.send (uvicorn/",)),
+    ("uvicorn: parse the request", ("HttpToolsProtocol.data_received (uvicorn/",)),
+    (
+        "/health handler (incl. psutil memory_info)",
+        ("health (smilingsteps/platform/health.py)", ".health (health_overhead"),
+    ),
+]
+FRAMEWORK_INSIDE = "framework inside the user middleware (exceptions, routing, request/response, serialisation)"
+FRAMEWORK_OUTSIDE = "framework outside the user middleware (FastAPI/Starlette __call__, ServerError, telemetry)"
+FRAMEWORK_MIDDLEWARE = {
+    "ExceptionMiddleware": FRAMEWORK_INSIDE,
+    "AsyncExitStackMiddleware": FRAMEWORK_INSIDE,
+    "ServerErrorMiddleware": FRAMEWORK_OUTSIDE,
+    "ExceptionTelemetryMiddleware": FRAMEWORK_OUTSIDE,
+}
+_MIDDLEWARE_FRAME = re.compile(r"(\w+Middleware)\.")
+
+
+def _layer_of(frame: str) -> str | None:
+    for name, needles in LAYERS:
+        if any(needle in frame for needle in needles):
+            return name
+    found = _MIDDLEWARE_FRAME.match(frame)
+    if found:
+        cls = found.group(1)
+        label = f"{cls} (without its log line)" if cls == "AccessLogMiddleware" else cls
+        return FRAMEWORK_MIDDLEWARE.get(cls, label)
+    if frame.startswith(("FastAPI.__call__ (", "Starlette.__call__ (")):
+        return FRAMEWORK_OUTSIDE
+    return None
+
+
+OUTSIDE = "uvicorn/uvloop outside the app (event loop, transport, C code)"
+# Whatever AccessLogMiddleware.__call__ calls directly in one of these files is the log line.
+LOG_LINE = "access-log line (the logger call in AccessLogMiddleware, all of it)"
+_LOGGING_FILES = ("(structlog/", "(logging/__init__.py)", "(smilingsteps/platform/logging.py)")
+# Inclusive details: share of samples with this frame anywhere on the stack (listed when seen).
+DETAILS: dict[str, str] = {
+    "log line: structlog processors": "BoundLoggerBase._process_event (structlog/",
+    "log line: redact processor": "redact (smilingsteps/platform/logging.py)",
+    "log line: stdlib Logger.info (LogRecord, findCaller, ProcessorFormatter, JSON, write)": "Logger.info (logging/",
+    "log line: LogRecord.__init__ (twice per line)": "LogRecord.__init__ (logging/",
+    "log line: stdlib StreamHandler flush (the write)": "StreamHandler.flush (logging/",
+    "log line: emit processor (render + write)": "emit (smilingsteps/platform/logging.py)",
+    "log line: JSON rendering (orjson)": "_json_line (smilingsteps/platform/logging.py)",
+    "log line: LogOutputs.write (console write + flush, files)": "LogOutputs.write (smilingsteps/platform/logging.py)",
+    "RequestIdMiddleware: uuid.uuid4": "uuid4 (uuid.py)",
+    "request context: structlog bound_contextvars": "bound_contextvars (structlog/contextvars.py)",
+    "request context: bound_log_context": "bound_log_context (smilingsteps/platform/logging.py)",
+    "psutil Process.memory_info (in both apps' handler)": "Process.memory_info (psutil/__init__.py)",
+}
+
+
+def _normalise(frame: str) -> str:
+    """'func (/any/where/site-packages/pkg/mod.py:12)' -> 'func (pkg/mod.py)'."""
+    func, _, where = frame.partition(" (")
+    path = re.sub(r":\d+\)$", "", where).rstrip(")")
+    for marker in ("site-packages/", "/src/smilingsteps/", "/lib/python3."):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            if marker == "/src/smilingsteps/":
+                path = "smilingsteps/" + path
+            elif marker == "/lib/python3.":
+                path = path.split("/", 1)[1]
+            break
+    return f"{func} ({path})"
+
+
+def _log_line_at(frames: list[str]) -> bool:
+    """True when the sample is inside the logger call AccessLogMiddleware.__call__ makes."""
+    for index in range(len(frames) - 2, -1, -1):
+        if frames[index].startswith("AccessLogMiddleware.__call__ ("):
+            return any(marker in frames[index + 1] for marker in _LOGGING_FILES)
+    return False
+
+
+def _collapsed_main_thread(path: Path) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Event-loop thread samples: total, by innermost layer, and per frame (inclusive)."""
+    total = 0
+    layers: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stack, _, text = line.rpartition(" ")
+        if "Runner.run (asyncio/runners.py" not in stack:
+            continue  # other threads (aiosqlite's worker is idle but py-spy cannot tell)
+        count = int(text)
+        total += count
+        frames = [_normalise(frame) for frame in stack.split(";")]
+        if _log_line_at(frames):
+            layer = LOG_LINE
+        else:
+            layer = next((name for name in map(_layer_of, reversed(frames)) if name is not None), OUTSIDE)
+        layers[layer] = layers.get(layer, 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    return total, layers, inclusive
+
+
+def sampled_profile(py_spy: str, seconds: int, options: Options, out: Path) -> dict[str, Any]:
+    """py-spy on the live full and bare-FastAPI servers while wrk loads them."""
+    bench_json = RESULTS_DIR / "health_overhead.json"
+    measured = json.loads(bench_json.read_text()) if bench_json.exists() else None
+    result: dict[str, Any] = {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "py_spy": subprocess.run([py_spy, "--version"], capture_output=True, text=True, check=True).stdout.strip(),
+        "method": f"py-spy record --rate 250 (blocking) of the event-loop thread while wrk -t1 "
+        f"-c{options.connections} runs {seconds} s; each sample goes to the innermost matching layer; "
+        "us = share x us_per_request of the unprofiled benchmark (bench/results/health_overhead.json)",
+        "benchmark_used_for_us": {k: measured[k] for k in ("generated_at", "source")} if measured else None,
+        "servers": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="health-spy-", dir=options.tmp_root) as tmp:
+        workdir = Path(tmp)
+        result["source"] = source_info(workdir)
+        with running_servers(workdir, options, ("full", "fastapi")) as servers:
+            for kind, server in servers.items():
+                run_wrk(server, options.warmup, options)
+                collapsed = workdir / f"{kind}.collapsed"
+                record = ["record", "--pid", str(server.process.pid), "--rate", "250", "--duration", str(seconds + 1)]
+                spy = subprocess.Popen(
+                    [*pin(options.wrk_cpu, options), py_spy, *record, "--format", "raw", "-o", str(collapsed)],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                wrk = run_wrk(server, seconds, options)
+                spy.wait(timeout=seconds + 60)
+                total, layers, inclusive = _collapsed_main_thread(collapsed)
+                us = measured["servers"][kind]["us_per_request"] if measured else 1e6 / wrk["rps"]
+                result["servers"][kind] = {
+                    "samples": total,
+                    "rps_while_profiled": wrk["rps"],
+                    "us_per_request_unprofiled": us,
+                    "layers": {
+                        name: {
+                            "share": round(layers.get(name, 0) / total, 4),
+                            "us": round(layers.get(name, 0) / total * us, 1),
+                        }
+                        for name in sorted(layers, key=lambda name: -layers[name])
+                    },
+                    "details": {
+                        name: {
+                            "share": round(sum(n for f, n in inclusive.items() if needle in f) / total, 4),
+                            "us": round(sum(n for f, n in inclusive.items() if needle in f) / total * us, 1),
+                        }
+                        for name, needle in DETAILS.items()
+                    },
+                }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    full, bare = result["servers"]["full"], result["servers"]["fastapi"]
+    print(f"\nµs/request by innermost layer (full {full['samples']} samples, fastapi {bare['samples']} samples)")
+    print(f"{'full':>8}{'fastapi':>9}{'diff':>8}  layer")
+    for name in full["layers"]:
+        a, b = full["layers"][name]["us"], bare["layers"].get(name, {"us": 0.0})["us"]
+        print(f"{a:>8.1f}{b:>9.1f}{a - b:>+8.1f}  {name}")
+    print(
+        f"{full['us_per_request_unprofiled']:>8.1f}{bare['us_per_request_unprofiled']:>9.1f}"
+        f"{full['us_per_request_unprofiled'] - bare['us_per_request_unprofiled']:>+8.1f}  total"
+    )
+    print("\ndetails (inclusive, full app):")
+    for name, value in full["details"].items():
+        if value["share"] > 0:
+            print(f"{value['us']:>8.1f} µs  {name}")
     return result
 
 
@@ -756,12 +1147,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, help="port for --serve (127.0.0.1 only)")
     parser.add_argument("--workdir", type=Path, help="scratch directory for --serve")
     parser.add_argument("--profile", action="store_true", help="profile the full app in process instead")
+    parser.add_argument("--py-spy", metavar="PATH", help="sample the live full and bare servers with this py-spy")
     parser.add_argument("--requests", type=int, default=20_000, help="requests to profile (default 20000)")
     parser.add_argument("--top", type=int, default=40, help="functions to list in the profile")
     parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
     parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per server (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument(
+        "--tmp-root",
+        default=default_tmp_root(),
+        help="where the scratch directory (SQLite file, app log) goes (default: /dev/shm when present)",
+    )
+    parser.add_argument(
+        "--ref",
+        help="measure this git ref's src/ (exported with git archive) instead of the working tree, e.g. HEAD",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     args = parser.parse_args(argv)
 
@@ -770,6 +1171,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--serve needs --port and --workdir")
         serve(args.serve, args.port, args.workdir)
         return 0
+    with tempfile.TemporaryDirectory(prefix="health-src-") as snapshot:
+        if args.ref:
+            use_ref(args.ref, Path(snapshot))
+        return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.profile:
         profile(args.requests, args.top, args.out or RESULTS_DIR / "health_profile.json")
         return 0
@@ -782,7 +1190,11 @@ def main(argv: list[str] | None = None) -> int:
         server_cpu=cpus[0],
         wrk_cpu=cpus[1] if len(cpus) > 1 else cpus[0],
         pinned=len(cpus) > 1,
+        tmp_root=args.tmp_root,
     )
+    if args.py_spy:
+        sampled_profile(args.py_spy, 10, options, args.out or RESULTS_DIR / "health_pyspy.json")
+        return 0
     benchmark(options, args.out or RESULTS_DIR / "health_overhead.json")
     return 0
 

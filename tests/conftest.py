@@ -35,7 +35,7 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _logging() -> None:
-    """Log as production does (JSON through stdlib), so caplog sees every event."""
+    """Log as production does (JSON); tests read events with `captured_events()`."""
     configure_logging(Settings(APP_ENV="test", SECRET_KEY=TEST_SECRET, LOG_FORMAT="json", LOG_LEVEL="debug"))
 
 

@@ -12,7 +12,6 @@ import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import Scope
 
@@ -22,6 +21,7 @@ from smilingsteps.platform import health
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
 from smilingsteps.platform.context import request_id_of
+from smilingsteps.platform.cors import CorsMiddleware
 from smilingsteps.platform.db import Database
 from smilingsteps.platform.errors import (
     EXCEPTION_HANDLERS,
@@ -117,7 +117,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=_lifespan(settings, limiter),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
-    app.include_router(health.router)
+    health.install(app)
     app.include_router(build_api_router())
     if settings.docs_enabled:
         _install_docs(app)
@@ -142,26 +142,23 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     if settings.RATE_LIMITS_ENABLED:
         app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=lambda: app.routes)
     app.add_middleware(
-        CORSMiddleware,
-        allow_origins=settings.origins,
-        allow_credentials=True,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-        allow_headers=["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"],
-        expose_headers=EXPOSED_HEADERS,
+        CorsMiddleware,
+        origins=settings.origins,
+        methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        headers=["Authorization", "Content-Type", "X-CSRF-Token", "X-Request-ID"],
+        expose=EXPOSED_HEADERS,
         max_age=600,
     )
     app.add_middleware(SecurityHeadersMiddleware, production=settings.is_production)
     app.add_middleware(AccessLogMiddleware)
-    app.add_middleware(TrustedProxyMiddleware, trusted=settings.TRUSTED_PROXIES)
+    if settings.TRUSTED_PROXIES:
+        app.add_middleware(TrustedProxyMiddleware, trusted=settings.TRUSTED_PROXIES)
     app.add_middleware(RequestIdMiddleware)
     return app
 
 
 def _apply_headers(response: Response, security: SecurityHeadersMiddleware, scope: Scope) -> None:
-    for name, value in security.fixed:
-        response.headers[name] = value
-    response.headers["Content-Security-Policy"] = security.csp
-    response.headers["Permissions-Policy"] = security.permissions
+    response.raw_headers[:] = security.secure(response.raw_headers, is_api=scope["path"].startswith("/api/"))
     request_id = request_id_of(scope)
     if request_id:
         response.headers["X-Request-ID"] = request_id

@@ -4,7 +4,6 @@ heal by themselves, transient failures are retried, start-up backs off."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ from smilingsteps.app import create_app
 from smilingsteps.config import Settings
 from smilingsteps.platform.db import Database, backoff_delay, is_transient
 from smilingsteps.platform.errors import DatabaseUnavailableError
+from smilingsteps.platform.logging import captured_events
 from smilingsteps.platform.runtime import Runtime
 from tests.conftest import SettingsFactory, running
 from tests.support.postgres import free_port
@@ -148,7 +148,7 @@ async def test_app_starts_while_database_is_down_and_answers_503(make_settings: 
 
 
 async def test_connect_retries_with_backoff_and_logs_each_attempt(
-    make_settings: SettingsFactory, caplog: pytest.LogCaptureFixture
+    make_settings: SettingsFactory,
 ) -> None:
     settings = make_settings(
         DATABASE_URL=f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/none",
@@ -164,14 +164,15 @@ async def test_connect_retries_with_backoff_and_logs_each_attempt(
         delays.append(delay)
 
     db._sleep = record
-    with caplog.at_level(logging.WARNING):
+    with captured_events() as events:
         assert await db.connect_with_retry() is False
     await db.dispose()
     assert len(delays) == 4
     for attempt, delay in enumerate(delays):
         assert 0 <= delay <= min(3, 0.5 * 2**attempt)
-    attempts = [r for r in caplog.records if "database_connect_failed" in r.getMessage()]
-    assert len(attempts) == 5
+    attempts = [event for event in events if event["event"] == "database_connect_failed"]
+    assert [event["attempt"] for event in attempts] == [1, 2, 3, 4, 5]
+    assert all(event["level"] == "warning" for event in attempts)
 
 
 def test_backoff_is_exponential_capped_and_jittered() -> None:

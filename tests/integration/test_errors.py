@@ -3,8 +3,6 @@ the request id, and never leaks internals."""
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,6 +10,7 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from smilingsteps.app import create_app
+from smilingsteps.platform.logging import captured_events
 from tests.conftest import SettingsFactory, running
 from tests.support.routes import SECRET_IN_EXCEPTION, add_test_routes
 
@@ -96,17 +95,16 @@ async def test_rate_limited_is_429_with_retry_after(web: httpx.AsyncClient) -> N
     assert response.headers["retry-after"] == "42"
 
 
-async def test_unexpected_exception_is_generic_500_and_logged_with_trace(
-    web: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.ERROR):
+async def test_unexpected_exception_is_generic_500_and_logged_with_trace(web: httpx.AsyncClient) -> None:
+    with captured_events() as events:
         response = await web.get("/api/v1/_test/boom")
     body = assert_problem(response, 500, "internal-error")
     assert SECRET_IN_EXCEPTION not in response.text
     assert "Traceback" not in response.text and "RuntimeError" not in response.text
-    records = [r for r in caplog.records if "unhandled_exception" in r.getMessage()]
-    assert records and records[0].exc_info is not None
-    assert body["request_id"] in json.dumps([r.msg for r in records], default=str)
+    logged = [event for event in events if event["event"] == "unhandled_exception"]
+    assert len(logged) == 1 and logged[0]["request_id"] == body["request_id"]
+    assert "Traceback" in logged[0]["exception"] and "RuntimeError" in logged[0]["exception"]
+    assert "hunter2" not in logged[0]["exception"]  # the planted secret is masked in the trace too
 
 
 async def test_problem_detail_never_echoes_html(web: httpx.AsyncClient) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-import structlog
 from fastapi import FastAPI, Request
 
 from smilingsteps.app import create_app
+from smilingsteps.platform.logging import log_context
 from smilingsteps.platform.versioning import deprecated
 from tests.conftest import SettingsFactory, running
 from tests.support.routes import add_test_routes
@@ -96,9 +96,26 @@ async def test_cors_allows_only_listed_origin_with_credentials(web: httpx.AsyncC
         "/api/v1/_test/echo",
         headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
     )
-    assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
-    good = await web.options("/api/v1/_test/echo", headers={"origin": ORIGIN, "access-control-request-method": "POST"})
-    assert good.status_code == 200 and good.headers["access-control-allow-origin"] == ORIGIN
+    assert preflight.status_code == 403 and "access-control-allow-origin" not in preflight.headers
+    assert preflight.headers["content-type"] == "application/problem+json"
+    good = await web.options(
+        "/api/v1/_test/echo",
+        headers={
+            "origin": ORIGIN,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type, x-csrf-token",
+        },
+    )
+    assert good.status_code == 204 and good.headers["access-control-allow-origin"] == ORIGIN
+    assert good.headers["access-control-allow-credentials"] == "true" and good.headers["vary"] == "Origin"
+    assert "POST" in good.headers["access-control-allow-methods"]
+    for refused in (
+        {"access-control-request-method": "TRACE"},
+        {"access-control-request-method": "POST", "access-control-request-headers": "x-evil"},
+    ):
+        response = await web.options("/api/v1/_test/echo", headers={"origin": ORIGIN, **refused})
+        assert response.status_code == 403 and "access-control-allow-origin" not in response.headers
+    assert allowed.headers["vary"] == "Origin"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +136,7 @@ async def test_request_id_is_bound_to_log_lines(make_settings: SettingsFactory) 
 
     @app.get("/api/v1/_test/context")
     async def context(request: Request) -> dict[str, str]:
-        seen.update(structlog.contextvars.get_contextvars())
+        seen.update(log_context())
         return {}
 
     async with running(app) as client:

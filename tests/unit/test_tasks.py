@@ -3,30 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
-import pytest
-
-from smilingsteps.platform.logging import log_unhandled_loop_exception
+from smilingsteps.platform.logging import captured_events, log_unhandled_loop_exception
 from smilingsteps.platform.tasks import TaskGroup
 
 
-async def test_failed_background_task_is_logged_with_its_trace(caplog: pytest.LogCaptureFixture) -> None:
+async def test_failed_background_task_is_logged_with_its_trace() -> None:
     group = TaskGroup()
 
     async def broken() -> None:
         raise LookupError("reminder lookup failed")
 
-    with caplog.at_level(logging.ERROR):
+    with captured_events() as events:
         task = group.spawn(broken(), name="reminders")
         await asyncio.gather(task, return_exceptions=True)
         await asyncio.sleep(0)  # done-callbacks run on the next loop turn
-    record = next(r for r in caplog.records if "background_task_failed" in r.getMessage())
-    assert "reminders" in record.getMessage() and "LookupError" in record.getMessage()
+    failure = next(event for event in events if event["event"] == "background_task_failed")
+    assert failure["task"] == "reminders" and failure["level"] == "error"
+    assert "LookupError: reminder lookup failed" in failure["exception"]
     assert len(group) == 0
 
 
-async def test_cancel_all_stops_running_tasks_quietly(caplog: pytest.LogCaptureFixture) -> None:
+async def test_cancel_all_stops_running_tasks_quietly() -> None:
     group = TaskGroup()
     started = asyncio.Event()
 
@@ -36,9 +34,9 @@ async def test_cancel_all_stops_running_tasks_quietly(caplog: pytest.LogCaptureF
 
     group.spawn(forever(), name="monitor")
     await started.wait()
-    with caplog.at_level(logging.ERROR):
+    with captured_events() as events:
         await group.cancel_all()
-    assert len(group) == 0 and not caplog.records
+    assert len(group) == 0 and events == []
 
 
 def test_loop_exception_handler_logs_instead_of_printing() -> None:

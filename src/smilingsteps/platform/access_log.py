@@ -8,7 +8,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smilingsteps.platform.context import client_ip_of
-from smilingsteps.platform.logging import ACCESS_LOGGER
+from smilingsteps.platform.logging import ACCESS_LOGGER, log_request
 
 log = structlog.get_logger(ACCESS_LOGGER)
 
@@ -45,12 +45,14 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_recording)
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 2)
-            level = log.warning if scope["type"] == "http" and status >= 500 else log.info
-            level(
-                "request",
-                method=scope.get("method", "WS"),
-                route=route_template(scope),
-                status=status,
-                duration_ms=duration_ms,
-                client=client_ip_of(scope),
-            )
+            fields = {
+                "method": scope.get("method", "WS"),
+                "route": route_template(scope),
+                "status": status,
+                "duration_ms": duration_ms,
+                "client": client_ip_of(scope),
+            }
+            if scope["type"] == "http" and status >= 500:
+                log.warning("request", **fields)  # server errors stand out at warning
+            else:
+                log_request(**fields)

@@ -11,18 +11,31 @@ import time
 from typing import Any
 
 import psutil
-from fastapi import APIRouter, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from smilingsteps import __version__
 from smilingsteps.platform.ratelimit.redis_backend import BackendError
 from smilingsteps.platform.runtime import runtime_of
 
-router = APIRouter(tags=["health"])
 _process = psutil.Process()
 
 
-@router.get("/health", summary="Liveness: the process is up")
+def install(app: FastAPI) -> None:
+    """Health routes go directly on the app, not through an included router:
+    probes call them constantly, and an included router adds a level of
+    matching to every request."""
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"], summary="Liveness: the process is up")
+    app.add_api_route(
+        "/health/ready",
+        ready,
+        methods=["GET"],
+        tags=["health"],
+        summary="Readiness: dependencies answer and the process is not draining",
+        response_class=JSONResponse,
+    )
+
+
 async def health(request: Request) -> dict[str, Any]:
     runtime = runtime_of(request)
     status = runtime.db.status
@@ -41,7 +54,6 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/health/ready", summary="Readiness: dependencies answer and the process is not draining")
 async def ready(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     checks: dict[str, dict[str, Any]] = {}

@@ -3,19 +3,42 @@ and bound to every log line written while the request runs."""
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 
-import structlog
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smilingsteps.platform.context import set_request_id
+from smilingsteps.platform.logging import bound_log_context
 
 HEADER = "x-request-id"
 # Anything else (too long, odd characters, newlines) is replaced rather than
 # trusted, so a client cannot inject text into our logs through it.
 _VALID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+class _RequestIds:
+    """Unique ids without a syscall per request: a random per-process prefix
+    (renewed in forked children) and a counter."""
+
+    def __init__(self) -> None:
+        self.renew()
+        os.register_at_fork(after_in_child=self.renew)
+
+    def renew(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+_ids = _RequestIds()
+
+
+def new_request_id() -> str:
+    return _ids.next()
 
 
 def incoming_request_id(scope: Scope) -> str | None:
@@ -37,13 +60,14 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = incoming_request_id(scope) or new_request_id()
         set_request_id(scope, request_id)
+        header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+                message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        with bound_log_context(request_id=request_id):
             await self.app(scope, receive, send_with_id)

@@ -7,7 +7,8 @@ header itself, typically through `permissions_policy()`.
 
 from __future__ import annotations
 
-from starlette.datastructures import MutableHeaders
+from collections.abc import Iterable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -65,6 +66,30 @@ class SecurityHeadersMiddleware:
         self.fixed = tuple(fixed.items())
         self.csp = content_security_policy(upgrade_insecure=production)
         self.permissions = permissions_policy()
+        # Raw (lower-case bytes) forms, appended straight to the ASGI message:
+        # this runs on every response, and MutableHeaders rescans per header.
+        self._raw_fixed = [(name.lower().encode(), value.encode()) for name, value in self.fixed]
+        self._fixed_names = frozenset(name for name, _ in self._raw_fixed) | {b"server"}
+        self._raw_csp = (b"content-security-policy", self.csp.encode())
+        self._raw_permissions = (b"permissions-policy", self.permissions.encode())
+        self._raw_no_store = (b"cache-control", b"no-store")
+
+    def secure(self, raw_headers: Iterable[tuple[bytes, bytes]], *, is_api: bool) -> list[tuple[bytes, bytes]]:
+        """Response headers with the policy applied."""
+        headers = list(raw_headers)
+        names = {name.lower() for name, _ in headers}
+        if not names.isdisjoint(self._fixed_names):
+            headers = [(name, value) for name, value in headers if name.lower() not in self._fixed_names]
+        headers.extend(self._raw_fixed)
+        # Routes may narrow the CSP (the docs page adds a nonce) or widen
+        # Permissions-Policy; everything else above is not negotiable.
+        if b"content-security-policy" not in names:
+            headers.append(self._raw_csp)
+        if b"permissions-policy" not in names:
+            headers.append(self._raw_permissions)
+        if is_api and b"cache-control" not in names:
+            headers.append(self._raw_no_store)
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -74,17 +99,7 @@ class SecurityHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in self.fixed:
-                    headers[name] = value
-                # Routes may narrow the CSP (the docs page adds a nonce) or widen
-                # Permissions-Policy; everything else above is not negotiable.
-                headers.setdefault("Content-Security-Policy", self.csp)
-                headers.setdefault("Permissions-Policy", self.permissions)
-                if is_api:
-                    headers.setdefault("Cache-Control", "no-store")
-                if "server" in headers:
-                    del headers["server"]
+                message["headers"] = self.secure(message.get("headers", ()), is_api=is_api)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

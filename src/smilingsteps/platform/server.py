@@ -46,9 +46,14 @@ class DrainingServer(uvicorn.Server):
             self._stopping = True
             return
         self._stopping = True
-        log.info("shutdown_requested", signal=signal.Signals(sig).name, readiness_delay_s=self._delay)
-        self._loop.call_soon_threadsafe(self._drain)
-        self._loop.call_soon_threadsafe(self._loop.call_later, self._delay, self._stop_listening)
+        # Everything, logging included, happens on the loop, not inside the signal handler.
+        self._loop.call_soon_threadsafe(self._begin_drain, signal.Signals(sig).name)
+
+    def _begin_drain(self, signal_name: str) -> None:
+        log.info("shutdown_requested", signal=signal_name, readiness_delay_s=self._delay)
+        self._drain()
+        assert self._loop is not None
+        self._loop.call_later(self._delay, self._stop_listening)
 
     def _stop_listening(self) -> None:
         self.should_exit = True
