@@ -17,7 +17,7 @@ from starlette.types import Scope
 
 from smilingsteps import __version__
 from smilingsteps.config import Settings
-from smilingsteps.platform import health
+from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
 from smilingsteps.platform.context import request_id_of
@@ -118,6 +118,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     health.install(app)
+    metrics.install(app)
     app.include_router(build_api_router())
     if settings.docs_enabled:
         _install_docs(app)

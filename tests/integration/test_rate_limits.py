@@ -252,6 +252,9 @@ async def test_redis_outage_falls_back_to_memory_and_recovers(make_settings: Set
             assert ready.status_code == 200
             assert ready.json()["checks"]["rate_limiter"]["status"] == "degraded"
             assert ready.json()["checks"]["redis"]["status"] == "down"
+            metrics = (await client.get("/metrics")).text
+            assert "smilingsteps_rate_limit_degraded 1.0" in metrics
+            assert "smilingsteps_rate_limit_fallbacks_total 1.0" in metrics
 
             server.start()
             back = await client.get("/api/v1")
