@@ -78,7 +78,15 @@ async def test_classify_marks_the_database_down_only_for_outages() -> None:
     assert db.classify(ValueError("bug")) is None
     assert db.status.available is True
     assert db.classify(sa_exc.IntegrityError("INSERT", None, _DriverError("23505"))) is None
-    problem = db.classify(ConnectionRefusedError())
+    assert db.classify(ConnectionRefusedError("an HTTP call, not the database")) is None
+    assert db.status.available is True
+    try:
+        async with db.engine.connect():
+            pass
+    except OSError as exc:  # the unresolvable host fails inside the driver
+        problem = db.classify(exc)
+    else:
+        pytest.fail("connecting to db.internal should fail here")
     assert problem is not None and problem.status == 503
     assert db.status.available is False
     await db.dispose()

@@ -38,6 +38,25 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P")
 
 
+_DRIVER_MODULES = ("asyncpg", "aiosqlite", "sqlalchemy")
+
+
+def raised_by_database_driver(exc: BaseException) -> bool:
+    """True when a plain OSError/TimeoutError came out of the database driver.
+
+    Drivers raise these unwrapped when a connection cannot be opened or a pooled
+    one stalls in its liveness ping; other I/O errors in a request (files, HTTP
+    calls) must not be mistaken for a database outage.
+    """
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = traceback.tb_frame.f_globals.get("__name__", "")
+        if module.startswith(_DRIVER_MODULES):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random | None = None) -> float:
     """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
     ceiling = min(cap, base * (2**attempt))
@@ -55,8 +74,10 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when the error means the database cannot be reached (not a bad query)."""
-    if isinstance(exc, DatabaseUnavailableError | sa_exc.TimeoutError | ConnectionError | OSError | TimeoutError):
+    if isinstance(exc, DatabaseUnavailableError | sa_exc.TimeoutError):
         return True
+    if isinstance(exc, OSError | TimeoutError):
+        return raised_by_database_driver(exc)
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated:
             return True
@@ -271,7 +292,7 @@ class Database:
 
     def classify(self, exc: BaseException) -> AppError | None:
         """Map a database failure escaping a request to the error clients see."""
-        if isinstance(exc, sa_exc.SQLAlchemyError | OSError | ConnectionError) and is_unavailable(exc):
+        if is_unavailable(exc):
             self.mark_unavailable(exc)
             return DatabaseUnavailableError(retry_after=self.retry_after)
         return None

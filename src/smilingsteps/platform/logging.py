@@ -243,7 +243,7 @@ class LogOutputs:
         self._lock = threading.RLock()
         self._console_lines: list[str] = []
         self._file_lines: list[tuple[RotatingFile, str]] = []
-        self._flush_scheduled = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None
         atexit.register(self.flush)
 
     def write(self, event: EventDict) -> None:
@@ -261,19 +261,22 @@ class LogOutputs:
             listener(dict(event))
 
     def _schedule_flush(self) -> None:
-        if self._flush_scheduled:
-            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             self.flush()
             return
-        self._flush_scheduled = True
+        if self._flush_loop is loop:
+            return
+        if self._flush_loop is not None:
+            # Scheduled on another (perhaps finished) loop: write now rather than wait on it.
+            self.flush()
+        self._flush_loop = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self._lock:
-            self._flush_scheduled = False
+            self._flush_loop = None
             lines, self._console_lines = self._console_lines, []
             file_lines, self._file_lines = self._file_lines, []
             if lines:
