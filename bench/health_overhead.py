@@ -18,11 +18,15 @@ Usage (from the repository root; bench/README.md has the details)::
 
     .venv/bin/python bench/health_overhead.py                  # the benchmark, about 2 minutes
     .venv/bin/python bench/health_overhead.py --py-spy PY_SPY  # live servers sampled by py-spy, ~30 s
-    .venv/bin/python bench/health_overhead.py --profile        # in process: cProfile + ablation, ~70 s
+    .venv/bin/python bench/health_overhead.py --profile        # in process: cProfile, ablation, log line, ~45 s
     .venv/bin/python bench/health_overhead.py --serve full --port 8001 --workdir /tmp/x   # one server
 
 Results go to ``bench/results/``: ``health_overhead.json``, ``health_pyspy.json``
 (its µs use the benchmark's JSON, so run the benchmark first) and ``health_profile.json``.
+
+smilingsteps ships no ``py.typed`` marker, so its imports here carry
+``type: ignore[import-untyped, unused-ignore]`` (the second code keeps
+``mypy --strict`` quiet once it does ship one).
 """
 
 from __future__ import annotations
@@ -89,27 +93,24 @@ UVICORN_SETTINGS: dict[str, Any] = {
 # --------------------------------------------------------------------------
 
 
-class _SilentLogger:
-    """Stands in for the access log's logger: every method is a no-op."""
-
-    def __getattr__(self, _: str) -> Callable[..., None]:
-        return _ignore
-
-
 def _ignore(*_: Any, **__: Any) -> None:
     return None
 
 
 def silence_access_log() -> Callable[[], None]:
-    """Make AccessLogMiddleware's log call a no-op (it looks `log` up at call time); returns the undo."""
-    from smilingsteps.platform import access_log
+    """Make the access-log line a no-op; returns the undo.
 
-    original, original_line = access_log.log, access_log.log_request
-    access_log.log = _SilentLogger()
+    AccessLogMiddleware looks `log_request` up in its module's globals on every
+    request, so replacing it there removes the whole line: building the event,
+    redaction, rendering, and the buffered per-loop-turn write.
+    """
+    from smilingsteps.platform import access_log  # type: ignore[import-untyped, unused-ignore]
+
+    original = access_log.log_request
     access_log.log_request = _ignore
 
     def restore() -> None:
-        access_log.log, access_log.log_request = original, original_line
+        access_log.log_request = original
 
     return restore
 
@@ -124,7 +125,7 @@ def access_log_silenced() -> Iterator[None]:
 
 
 def full_settings(workdir: Path) -> Any:
-    from smilingsteps.config import Settings
+    from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
 
     return Settings(
         APP_ENV="test",
@@ -138,8 +139,8 @@ def full_settings(workdir: Path) -> Any:
 
 def build_full_app(workdir: Path, log_stream: TextIO) -> Any:
     """The real app, logging JSON lines (one access-log line per request) to `log_stream`."""
-    from smilingsteps.app import create_app
-    from smilingsteps.platform.logging import configure_logging
+    from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
+    from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
 
     settings = full_settings(workdir)
     configure_logging(settings, stream=log_stream)
@@ -291,7 +292,7 @@ def pin(cpu: int, options: Options) -> list[str]:
 
 def child_env() -> dict[str, str]:
     """This environment minus every smilingsteps setting, so only the explicit ones apply."""
-    from smilingsteps.config import Settings
+    from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
 
     names = set(Settings.model_fields)
     env = {key: value for key, value in os.environ.items() if key not in names}
@@ -456,7 +457,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": {
             name: _version(name)
-            for name in ("uvicorn", "fastapi", "starlette", "httptools", "uvloop", "structlog", "pydantic")
+            for name in ("uvicorn", "fastapi", "starlette", "httptools", "uvloop", "structlog", "pydantic", "orjson")
         },
         "wrk": (wrk.stdout or wrk.stderr).splitlines()[0] if (wrk.stdout or wrk.stderr) else "unknown",
     }
@@ -557,7 +558,7 @@ def source_info(workdir: Path) -> dict[str, Any]:
     """Which code was measured: the commit (or --ref), local changes, and the middleware stack."""
     import io
 
-    import smilingsteps
+    import smilingsteps  # type: ignore[import-untyped, unused-ignore]
 
     app = build_full_app(workdir, io.StringIO())
     info: dict[str, Any] = {"imported_from": str(Path(smilingsteps.__file__).parent)}
@@ -567,7 +568,10 @@ def source_info(workdir: Path) -> dict[str, Any]:
         info["src_differs_from_commit"] = False
     else:
         info["commit"] = _git("rev-parse", "--short", "HEAD") or "unknown"
-        info["src_differs_from_commit"] = bool(_git("status", "--porcelain", "--", "src"))
+        changed = _git("status", "--porcelain", "--", "src")
+        info["src_differs_from_commit"] = bool(changed)
+        if changed:
+            info["src_changes"] = changed.splitlines()
     info["user_middleware_outermost_first"] = [entry.cls.__name__ for entry in app.user_middleware]
     return info
 
@@ -719,6 +723,7 @@ async def _direct(app: ASGIApp, count: int) -> float:
         scope = dict(template)
         scope["state"] = {}
         await app(scope, receive, send)
+        await asyncio.sleep(0)  # a loop turn per request, as in the server: the buffered log line is written
     elapsed = time.perf_counter() - started
     if any(status != 200 for status in statuses):
         raise RuntimeError(f"non-200 answers while timing: {set(statuses)}")
@@ -733,56 +738,58 @@ async def _time_us(app: ASGIApp, count: int, repeats: int) -> float:
 
 
 def _log_line_breakdown(number: int = 20_000) -> list[dict[str, Any]]:
-    """µs for one access-log line, and for each structlog processor it passes through.
+    """µs for one access-log line as AccessLogMiddleware writes it, and for its parts.
 
-    Runs after configure_logging(), so the line is really written to the log file,
-    through the same logger object AccessLogMiddleware calls; the processors are
-    whatever structlog is configured with, so this follows the implementation.
+    Call it from a coroutine after configure_logging(): as in the server,
+    `log_request` then only buffers the line and `LogOutputs.flush` writes the
+    buffer once per loop turn. The flush is timed here once per line (the worst
+    case: one request per loop turn); under load a turn often finishes several
+    requests and shares one write between them.
     """
-    import logging
     import timeit
-    import uuid
+    from datetime import UTC, datetime
 
-    import structlog
+    from smilingsteps.platform import logging as app_logging  # type: ignore[import-untyped, unused-ignore]
 
-    from smilingsteps.platform import access_log
-    from smilingsteps.platform import logging as app_logging
-
+    outputs = app_logging._outputs  # the configured console/file outputs
     fields: dict[str, Any] = {"method": "GET", "route": PATH, "status": 200, "duration_ms": 0.13, "client": HOST}
-    logger = access_log.log
-    bind = getattr(app_logging, "bound_log_context", structlog.contextvars.bound_contextvars)
 
     def per_call(func: Callable[[], object]) -> float:
         func()
-        return min(timeit.repeat(func, number=number, repeat=3)) / number * 1e6
+        best = min(timeit.repeat(func, number=number, repeat=3)) / number * 1e6
+        outputs.flush()  # lines buffered while timing
+        return best
 
-    def step(processor: Any, stage: dict[str, Any]) -> Callable[[], object]:
-        def call() -> object:
-            try:
-                return processor(wrapped, "info", dict(stage))
-            except structlog.DropEvent:
-                return None
+    def line_and_flush() -> None:
+        app_logging.log_request(**fields)
+        outputs.flush()
 
-        return call
-
-    rows: list[dict[str, Any]] = []
-    with bind(request_id=uuid.uuid4().hex):
-        whole = per_call(lambda: logger.info("request", **fields))
-        wrapped = logging.getLogger(app_logging.ACCESS_LOGGER)
-        event: dict[str, Any] = {"event": "request", **fields}
-        copy_cost = per_call(lambda: dict(event))
-        for processor in structlog.get_config()["processors"]:
-            name = getattr(processor, "__name__", None) or type(processor).__name__
-            rows.append({"step": f"processor {name}", "us": per_call(step(processor, event)) - copy_cost})
-            result = step(processor, event)()
-            if not isinstance(result, dict):
-                break  # rendered, handed to stdlib logging, or written (DropEvent)
-            event = result
-    rest = whole - sum(row["us"] for row in rows)
+    with app_logging.bound_log_context(request_id="0" * 32):
+        event: dict[str, Any] = {
+            "event": "request",
+            **fields,
+            **app_logging.log_context(),
+            "level": "info",
+            "logger": app_logging.ACCESS_LOGGER,
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        buffered = per_call(lambda: app_logging.log_request(**fields))
+        flushed = per_call(line_and_flush)
+        parts = {
+            "redact": per_call(lambda: app_logging.redact(None, "info", dict(event))),
+            "neutralise_controls": per_call(lambda: app_logging.neutralise_controls(None, "info", dict(event))),
+            "timestamp (datetime.now(UTC).isoformat())": per_call(
+                lambda: datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            ),
+            "JSON rendering (orjson)": per_call(lambda: app_logging._json_line(event)),
+        }
+    rest = buffered - sum(parts.values())
     return [
-        {"step": "whole line: log.info('request', ...) as AccessLogMiddleware calls it", "us": round(whole, 2)},
-        *({"step": row["step"], "us": round(row["us"], 2)} for row in rows),
-        {"step": "rest: bound-logger call, and stdlib logging/formatter/write when used", "us": round(rest, 2)},
+        {"step": "whole line, buffered: log_request(...) as AccessLogMiddleware calls it", "us": round(buffered, 2)},
+        *({"step": name, "us": round(value, 2)} for name, value in parts.items()),
+        {"step": "rest: event dict, request context, buffering", "us": round(rest, 2)},
+        {"step": "LogOutputs.flush per line (write + flush of one line)", "us": round(flushed - buffered, 2)},
+        {"step": "whole line with its own flush (one request per loop turn)", "us": round(flushed, 2)},
     ]
 
 
@@ -857,6 +864,7 @@ async def _profile_async(workdir: Path, requests: int, top: int) -> dict[str, An
                 samples[name].append(await timed(stack_app, silent, count))
         results = {name: statistics.median(values) for name, values in samples.items()}
         log_line = _log_line_breakdown()
+    await asyncio.sleep(0)  # the lines logged at shutdown are written on the next loop turn
     log_stream.close()
 
     results["bare FastAPI app"] = await _time_us(bare, count, repeats)
@@ -931,14 +939,15 @@ def profile(requests: int, top: int, out: Path) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="health-profile-", dir=default_tmp_root()) as tmp,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
     ):
+        source = source_info(Path(tmp))
         result = runner.run(_profile_async(Path(tmp), requests, top))
-        result["source"] = source_info(Path(tmp))
+        result["source"] = source
     result["generated_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     result["note"] = (
         "modules/functions: cProfile (deterministic; inflates code made of many small calls) of the app only, "
         "driven through httpx ASGITransport; "
         "ablation: direct ASGI calls with a uvicorn-like scope, median of 7 interleaved batches of 4000, uvloop; "
-        "access_log_line: timeit, best of 3 x 20000"
+        "access_log_line: timeit inside the running loop, best of 3 x 20000"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -1005,22 +1014,22 @@ def _layer_of(frame: str) -> str | None:
 
 
 OUTSIDE = "uvicorn/uvloop outside the app (event loop, transport, C code)"
-# Whatever AccessLogMiddleware.__call__ calls directly in one of these files is the log line.
-LOG_LINE = "access-log line (the logger call in AccessLogMiddleware, all of it)"
-_LOGGING_FILES = ("(structlog/", "(logging/__init__.py)", "(smilingsteps/platform/logging.py)")
+# The access-log line: what AccessLogMiddleware.__call__ calls directly in one of these files
+# (log_request: build, redact, buffer), plus the buffered write the loop runs once per turn.
+LOG_LINE = "access-log line (log_request in AccessLogMiddleware + its share of the per-loop-turn flush)"
+_LOGGING_FILES = ("(smilingsteps/platform/logging.py)", "(structlog/", "(logging/__init__.py)")
+_LOG_FLUSH = "LogOutputs.flush (smilingsteps/platform/logging.py)"
 # Inclusive details: share of samples with this frame anywhere on the stack (listed when seen).
 DETAILS: dict[str, str] = {
-    "log line: structlog processors": "BoundLoggerBase._process_event (structlog/",
-    "log line: redact processor": "redact (smilingsteps/platform/logging.py)",
-    "log line: stdlib Logger.info (LogRecord, findCaller, ProcessorFormatter, JSON, write)": "Logger.info (logging/",
-    "log line: LogRecord.__init__ (twice per line)": "LogRecord.__init__ (logging/",
-    "log line: stdlib StreamHandler flush (the write)": "StreamHandler.flush (logging/",
-    "log line: emit processor (render + write)": "emit (smilingsteps/platform/logging.py)",
+    "log line: log_request (event dict, context, timestamp, redact, neutralise, buffer)": "log_request (smilingsteps/",
+    "log line: redact": "redact (smilingsteps/platform/logging.py)",
+    "log line: neutralise_controls": "neutralise_controls (smilingsteps/platform/logging.py)",
+    "log line: LogOutputs.write (JSON rendering, buffering)": "LogOutputs.write (smilingsteps/",
     "log line: JSON rendering (orjson)": "_json_line (smilingsteps/platform/logging.py)",
-    "log line: LogOutputs.write (console write + flush, files)": "LogOutputs.write (smilingsteps/platform/logging.py)",
-    "RequestIdMiddleware: uuid.uuid4": "uuid4 (uuid.py)",
-    "request context: structlog bound_contextvars": "bound_contextvars (structlog/contextvars.py)",
+    "log line: LogOutputs.flush (one write + flush per loop turn)": _LOG_FLUSH,
+    "RequestIdMiddleware: new request id (prefix + counter)": "_RequestIds.next (smilingsteps/",
     "request context: bound_log_context": "bound_log_context (smilingsteps/platform/logging.py)",
+    "handler result: FastAPI serialize_response (inclusive)": "serialize_response (fastapi/routing.py)",
     "psutil Process.memory_info (in both apps' handler)": "Process.memory_info (psutil/__init__.py)",
 }
 
@@ -1041,7 +1050,10 @@ def _normalise(frame: str) -> str:
 
 
 def _log_line_at(frames: list[str]) -> bool:
-    """True when the sample is inside the logger call AccessLogMiddleware.__call__ makes."""
+    """True when the sample is inside the access-log call AccessLogMiddleware.__call__ makes,
+    or inside the per-loop-turn flush of the buffered lines."""
+    if _LOG_FLUSH in frames:
+        return True
     for index in range(len(frames) - 2, -1, -1):
         if frames[index].startswith("AccessLogMiddleware.__call__ ("):
             return any(marker in frames[index + 1] for marker in _LOGGING_FILES)
