@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from fastapi.routing import iter_route_contexts
-from starlette.datastructures import MutableHeaders
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -116,13 +115,13 @@ class RateLimitMiddleware:
             else:
                 await self._refuse_websocket(scope, receive, send, error.headers)
             return
-        headers = rate_limit_headers(self.limiter.policies[policy_name], decision)
+        policy = self.limiter.policies[policy_name]
+        # Raw bytes appended to the message: this runs on every limited response.
+        raw = [(name.lower().encode(), value.encode()) for name, value in rate_limit_headers(policy, decision)]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                response_headers = MutableHeaders(scope=message)
-                for name, value in headers:
-                    response_headers[name] = value
+                message["headers"] = [*message.get("headers", ()), *raw]
             await send(message)
 
         await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
