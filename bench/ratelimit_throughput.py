@@ -247,6 +247,7 @@ def serve(kind: str, port: int, workdir: Path, prefix: str, rate: str, tweaks: t
 
     from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
+    from smilingsteps.platform.server import DrainingServer  # type: ignore[import-untyped, unused-ignore]
 
     name = server_name(kind, tweaks)
     settings = settings_for(kind, workdir, prefix, rate, name)
@@ -255,7 +256,10 @@ def serve(kind: str, port: int, workdir: Path, prefix: str, rate: str, tweaks: t
         install_batch_probe(workdir / f"{name}-batches.json")
     apply_tweaks(tweaks)
     app = create_app(settings)
-    uvicorn.Server(uvicorn.Config(app, host=HOST, port=port, **common.UVICORN_SETTINGS)).run()
+    # The production server class (graceful drain, gc.freeze after start-up), with
+    # the same uvicorn settings for every variant.
+    config = uvicorn.Config(app, host=HOST, port=port, **common.UVICORN_SETTINGS)
+    DrainingServer(config, drain=lambda: None, delay=0).run()
 
 
 # --------------------------------------------------------------------------
