@@ -12,11 +12,13 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from fastapi import APIRouter, FastAPI, Request, WebSocket
+from starlette.types import Receive, Scope, Send
 
 from smilingsteps.app import create_app
 from smilingsteps.platform.logging import captured_events
-from smilingsteps.platform.ratelimit.middleware import PolicyResolver, api_routes
-from smilingsteps.platform.ratelimit.policies import rate_limited
+from smilingsteps.platform.ratelimit.limiter import RateLimiter
+from smilingsteps.platform.ratelimit.middleware import PolicyResolver, RateLimitMiddleware, api_routes
+from smilingsteps.platform.ratelimit.policies import build_policies, rate_limited
 from smilingsteps.platform.runtime import Runtime
 from tests.conftest import SettingsFactory, running
 from tests.support.asgi_ws import websocket_handshake
@@ -315,3 +317,30 @@ async def test_two_instances_sharing_redis_allow_exactly_the_limit_in_total(
     # Each instance alone would allow 20 (40 in total): exactly 20 means one shared count.
     assert statuses.count(200) == 20 and statuses.count(429) == 40
     assert codes == [0, 0]
+
+
+async def test_authenticated_requests_are_keyed_by_user_not_address(clock: FakeClock) -> None:
+    """The `identify` hook (accounts supply it) makes the user the key: one user on two
+    addresses shares a quota, two users on one address do not."""
+    limiter = RateLimiter(build_policies({"api": "2/1h"}), clock=clock)
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def identify(scope: Scope) -> str | None:
+        for name, value in scope["headers"]:
+            if name == b"x-test-user":
+                return value.decode()
+        return None
+
+    app = RateLimitMiddleware(endpoint, limiter=limiter, routes=lambda: [], identify=identify)
+
+    async def get(address: str, user: str) -> int:
+        transport = httpx.ASGITransport(app=app, client=(address, 1))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return (await client.get("/api/v1/x", headers={"x-test-user": user})).status_code
+
+    assert [await get("198.51.100.1", "amina"), await get("198.51.100.2", "amina")] == [200, 200]
+    assert await get("198.51.100.3", "amina") == 429
+    assert await get("198.51.100.1", "baraka") == 200
