@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,25 +20,26 @@ def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
 
 
-def _is_trusted(address: str, networks: tuple[IPNetwork, ...]) -> bool:
+@lru_cache(maxsize=8192)
+def _classify(address: str, networks: tuple[IPNetwork, ...]) -> bool | None:
+    """None for a malformed address, else whether it is a trusted proxy (cached: parsing is the cost)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return False
+        return None
     return any(ip in network for network in networks)
 
 
 def resolve_client_ip(peer: str, forwarded_for: str | None, networks: tuple[IPNetwork, ...]) -> str:
     """The address of the real client given the direct peer and its X-Forwarded-For."""
-    if not forwarded_for or not _is_trusted(peer, networks):
+    if not forwarded_for or not _classify(peer, networks):
         return peer
     hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
     for hop in reversed(hops):
-        try:
-            ipaddress.ip_address(hop)
-        except ValueError:
+        trusted = _classify(hop, networks)
+        if trusted is None:
             return peer  # A malformed chain is not evidence of anything: keep the peer.
-        if not _is_trusted(hop, networks):
+        if not trusted:
             return hop
     return hops[0] if hops else peer
 
@@ -53,7 +55,7 @@ class TrustedProxyMiddleware:
             if forwarded is not None:
                 peer, port = scope["client"]
                 scope["client"] = (resolve_client_ip(peer, forwarded, self.networks), port)
-                if _is_trusted(peer, self.networks) and _header(scope, b"x-forwarded-proto") == "https":
+                if _classify(peer, self.networks) and _header(scope, b"x-forwarded-proto") == "https":
                     scope["scheme"] = "wss" if scope["type"] == "websocket" else "https"
         await self.app(scope, receive, send)
 
