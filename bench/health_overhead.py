@@ -54,7 +54,7 @@ from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 # At module level: FastAPI resolves the route's (string) annotations from these globals.
 from fastapi import FastAPI, Request
@@ -248,6 +248,21 @@ class Server:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}{PATH}"
 
+    @property
+    def label(self) -> str:
+        return self.kind
+
+
+class ServerProcess(Protocol):
+    """What `wait_ready` and `stop_server` need of a benchmark server (both scripts' `Server`)."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+    output: Path
+
+    @property
+    def label(self) -> str: ...
+
 
 @dataclass
 class WrkRun:
@@ -349,27 +364,29 @@ def get(port: int, timeout: float = 2.0) -> tuple[int, list[tuple[str, str]], by
         connection.close()
 
 
-def wait_ready(server: Server, timeout: float = 20.0, interval: float = 0.05) -> None:
+def wait_ready(server: ServerProcess, timeout: float = 20.0, interval: float = 0.05) -> None:
     """Poll the port (bounded) until GET /health answers 200."""
     for _ in range(int(timeout / interval)):
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.kind} server exited early:\n{server.output.read_text(errors='replace')}")
+            raise RuntimeError(f"{server.label} server exited early:\n{server.output.read_text(errors='replace')}")
+        connection = http.client.HTTPConnection(HOST, server.port, timeout=1.0)
         try:
-            status, _, _ = get(server.port, timeout=1.0)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return
         except OSError:
-            time.sleep(interval)
-            continue
-        if status == 200:
-            return
+            pass
+        finally:
+            connection.close()
         time.sleep(interval)
-    raise RuntimeError(f"{server.kind} server not ready on port {server.port} after {timeout} s")
+    raise RuntimeError(f"{server.label} server not ready on port {server.port} after {timeout} s")
 
 
-def stop_server(server: Server) -> None:
+def stop_server(server: ServerProcess) -> None:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)
         try:
-            server.process.wait(timeout=15)
+            server.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             server.process.kill()
             server.process.wait(timeout=5)

@@ -296,6 +296,10 @@ class Server:
         return f"http://{HOST}:{self.port}{PATH}"
 
     @property
+    def label(self) -> str:
+        return self.name
+
+    @property
     def log_file(self) -> Path:
         return self.workdir / f"{self.name}-app.log"
 
@@ -344,34 +348,6 @@ def get(port: int, headers: dict[str, str] | None = None) -> tuple[int, dict[str
         connection.close()
 
 
-def wait_ready(server: Server, timeout: float = 20.0, interval: float = 0.05) -> None:
-    """Poll the port (bounded) until GET /health answers 200."""
-    for _ in range(int(timeout / interval)):
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} server exited early:\n{server.output.read_text(errors='replace')}")
-        connection = http.client.HTTPConnection(HOST, server.port, timeout=1.0)
-        try:
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        finally:
-            connection.close()
-        time.sleep(interval)
-    raise RuntimeError(f"{server.name} server not ready on port {server.port} after {timeout} s")
-
-
-def stop_server(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=5)
-
-
 @contextmanager
 def running_servers(
     workdir: Path, options: Options, kinds: tuple[str, ...] = KINDS, tweaked: tuple[tuple[str, ...], ...] = ()
@@ -384,11 +360,11 @@ def running_servers(
         for tweaks in tweaked:
             servers[server_name("redis", tweaks)] = start_server("redis", workdir, options, tweaks)
         for server in servers.values():
-            wait_ready(server)
+            common.wait_ready(server)
         yield servers
     finally:
         for server in servers.values():
-            stop_server(server)
+            common.stop_server(server)
 
 
 def run_wrk(server: Server, variant: str, seconds: int, options: Options) -> dict[str, Any]:
