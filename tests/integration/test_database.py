@@ -234,3 +234,19 @@ async def test_fails_fast_while_known_down(make_settings: SettingsFactory) -> No
             pass
     assert caught.value.headers["Retry-After"].isdigit()
     await db.dispose()
+
+
+async def test_concurrent_readiness_probes_share_one_ping(client: httpx.AsyncClient, app: FastAPI) -> None:
+    db = runtime(app).db
+    calls = 0
+    original = db._ping_once
+
+    async def counted() -> float:
+        nonlocal calls
+        calls += 1
+        return await original()
+
+    db._ping_once = counted  # type: ignore[method-assign]
+    responses = await asyncio.gather(*(client.get("/health/ready") for _ in range(20)))
+    assert all(response.status_code == 200 for response in responses)
+    assert calls < 20  # the probes overlapped and shared pings

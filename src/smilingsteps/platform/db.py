@@ -184,6 +184,7 @@ class Database:
         self.status = DatabaseStatus()
         self._available = asyncio.Event()
         self._wake = asyncio.Event()
+        self._ping_in_flight: asyncio.Future[float] | None = None
         self._sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @property
@@ -195,7 +196,16 @@ class Database:
         return max(1, round(min(self.settings.DB_RETRY_MAX_DELAY, self.settings.DB_RETRY_BASE_DELAY * 4)))
 
     async def ping(self) -> float:
-        """Run `SELECT 1` within the connect timeout; returns milliseconds. Updates the status."""
+        """Run `SELECT 1` within the connect timeout; returns milliseconds. Updates the status.
+
+        Concurrent callers share one in-flight ping, so a flood of readiness
+        probes costs the database one query at a time per instance.
+        """
+        if self._ping_in_flight is None or self._ping_in_flight.done():
+            self._ping_in_flight = asyncio.ensure_future(self._ping_once())
+        return await asyncio.shield(self._ping_in_flight)
+
+    async def _ping_once(self) -> float:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.settings.DB_CONNECT_TIMEOUT + 1):
@@ -329,4 +339,9 @@ class Database:
         raise AssertionError("unreachable")
 
     async def dispose(self) -> None:
+        ping = self._ping_in_flight
+        if ping is not None and not ping.done():
+            # A shielded ping outlives its cancelled callers; finish it before the pool goes.
+            ping.cancel()
+            await asyncio.gather(ping, return_exceptions=True)
         await self.engine.dispose()
