@@ -186,12 +186,16 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert max(samples[7]) > 6  # capped at 8, not 64
 
 
-@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
-async def test_transient_postgres_errors_are_retried(
-    make_settings: SettingsFactory, postgres_database: str, sqlstate: str
-) -> None:
+@pytest.fixture
+async def postgres_db(make_settings: SettingsFactory, postgres_database: str) -> AsyncIterator[Database]:
     db = Database(make_settings(DATABASE_URL=postgres_database))
     await db.connect_with_retry(max_retries=0)
+    yield db
+    await db.dispose()
+
+
+@pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
+async def test_transient_postgres_errors_are_retried(postgres_db: Database, sqlstate: str) -> None:
     calls = 0
 
     async def work(session: AsyncSession) -> int:
@@ -201,16 +205,11 @@ async def test_transient_postgres_errors_are_retried(
             await session.execute(text(f"DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = '{sqlstate}'; END $$"))
         return int((await session.execute(text("SELECT 41 + 1"))).scalar_one())
 
-    try:
-        assert await db.run_transaction(work, attempts=3) == 42
-        assert calls == 3
-    finally:
-        await db.dispose()
+    assert await postgres_db.run_transaction(work, attempts=3) == 42
+    assert calls == 3
 
 
-async def test_non_transient_errors_are_not_retried(make_settings: SettingsFactory, postgres_database: str) -> None:
-    db = Database(make_settings(DATABASE_URL=postgres_database))
-    await db.connect_with_retry(max_retries=0)
+async def test_non_transient_errors_are_not_retried(postgres_db: Database) -> None:
     calls = 0
 
     async def work(session: AsyncSession) -> None:
@@ -218,12 +217,9 @@ async def test_non_transient_errors_are_not_retried(make_settings: SettingsFacto
         calls += 1
         await session.execute(text("DO $$ BEGIN RAISE EXCEPTION 'dup' USING ERRCODE = '23505'; END $$"))
 
-    try:
-        with pytest.raises(DBAPIError) as caught:
-            await db.run_transaction(work, attempts=3)
-        assert calls == 1 and not is_transient(caught.value)
-    finally:
-        await db.dispose()
+    with pytest.raises(DBAPIError) as caught:
+        await postgres_db.run_transaction(work, attempts=3)
+    assert calls == 1 and not is_transient(caught.value)
 
 
 async def test_fails_fast_while_known_down(make_settings: SettingsFactory) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import structlog
@@ -238,7 +238,7 @@ class ErrorHandlerMiddleware:
     and request id. Catching here keeps them inside the stack.
     """
 
-    def __init__(self, app: ASGIApp, *, classify: Any = None) -> None:
+    def __init__(self, app: ASGIApp, *, classify: Callable[[BaseException], AppError | None] | None = None) -> None:
         self.app = app
         self.classify = classify
 

@@ -63,15 +63,12 @@ class SecurityHeadersMiddleware:
         }
         if production:
             fixed["Strict-Transport-Security"] = HSTS
-        self.fixed = tuple(fixed.items())
-        self.csp = content_security_policy(upgrade_insecure=production)
-        self.permissions = permissions_policy()
         # Raw (lower-case bytes) forms, appended straight to the ASGI message:
         # this runs on every response, and MutableHeaders rescans per header.
-        self._raw_fixed = [(name.lower().encode(), value.encode()) for name, value in self.fixed]
+        self._raw_fixed = [(name.lower().encode(), value.encode()) for name, value in fixed.items()]
         self._fixed_names = frozenset(name for name, _ in self._raw_fixed) | {b"server"}
-        self._raw_csp = (b"content-security-policy", self.csp.encode())
-        self._raw_permissions = (b"permissions-policy", self.permissions.encode())
+        self._raw_csp = (b"content-security-policy", content_security_policy(upgrade_insecure=production).encode())
+        self._raw_permissions = (b"permissions-policy", permissions_policy().encode())
         self._raw_no_store = (b"cache-control", b"no-store")
 
     def secure(self, raw_headers: Iterable[tuple[bytes, bytes]], *, is_api: bool) -> list[tuple[bytes, bytes]]:
