@@ -20,6 +20,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
+from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.context import request_id_of
 from smilingsteps.platform.cors import CorsMiddleware
 from smilingsteps.platform.db import Database
@@ -32,7 +33,7 @@ from smilingsteps.platform.errors import (
 )
 from smilingsteps.platform.logging import log_unhandled_loop_exception
 from smilingsteps.platform.proxy import TrustedProxyMiddleware
-from smilingsteps.platform.ratelimit.limiter import Clock, RateLimiter
+from smilingsteps.platform.ratelimit.limiter import RateLimiter
 from smilingsteps.platform.ratelimit.middleware import RateLimitMiddleware
 from smilingsteps.platform.ratelimit.policies import build_policies
 from smilingsteps.platform.ratelimit.redis_backend import RedisBackend
@@ -67,11 +68,11 @@ def build_limiter(settings: Settings, clock: Clock | None = None) -> RateLimiter
     return RateLimiter(build_policies(settings.rate_limits), redis=redis, prefix=settings.REDIS_KEY_PREFIX, clock=clock)
 
 
-def _lifespan(settings: Settings, limiter: RateLimiter) -> Any:
+def _lifespan(settings: Settings, limiter: RateLimiter, clock: Clock | None) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.get_running_loop().set_exception_handler(log_unhandled_loop_exception(log.error))
-        runtime = Runtime(settings=settings, db=Database(settings), limiter=limiter)
+        runtime = Runtime(settings=settings, db=Database(settings), limiter=limiter, clock=clock or system_clock)
         app.state.runtime = runtime
         # One quick attempt inline so a healthy start is ready at once; the
         # monitor keeps retrying in the background when the database is down.
@@ -106,7 +107,7 @@ def _install_docs(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
-    """The whole application for `settings`; `clock` (seconds) drives rate limits in tests."""
+    """The whole application for `settings`; `clock` (epoch seconds) drives expiry and rate limits in tests."""
     limiter = build_limiter(settings, clock)
     app = FastAPI(
         title="Smiling Steps",
@@ -114,7 +115,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
-        lifespan=_lifespan(settings, limiter),
+        lifespan=_lifespan(settings, limiter, clock),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     health.install(app)
