@@ -39,6 +39,12 @@ _UNAVAILABLE_SQLSTATE_PREFIXES = ("08", "57P")
 
 
 _DRIVER_MODULES = ("asyncpg", "aiosqlite", "sqlalchemy")
+_AFTER_COMMIT = "after_commit"
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` only if and after this session's transaction commits (local side effects)."""
+    session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
 def raised_by_database_driver(exc: BaseException) -> bool:
@@ -309,7 +315,10 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """A session whose transaction commits on success and rolls back on error."""
+        """A session whose transaction commits on success and rolls back on error.
+
+        Callbacks registered with `after_commit` run once the commit succeeded.
+        """
         self.ensure_available()
         async with self.sessionmaker() as session:
             try:
@@ -318,6 +327,8 @@ class Database:
             except BaseException:
                 await session.rollback()
                 raise
+            for callback in session.info.pop(_AFTER_COMMIT, ()):
+                callback()
 
     async def run_transaction(self, work: Callable[[AsyncSession], Awaitable[T]], *, attempts: int = 3) -> T:
         """Run `work` in its own transaction, retrying it on transient failures.

@@ -1,0 +1,308 @@
+"""Accounts HTTP: parse, authorise, one service call, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request, Response, status
+
+from smilingsteps.accounts import service
+from smilingsteps.accounts.auth import (
+    CSRF_HEADER,
+    AuthKitDep,
+    Client,
+    CookieNames,
+    CurrentUser,
+    Now,
+    clear_session_cookies,
+    origin_allowed,
+    set_session_cookies,
+)
+from smilingsteps.accounts.errors import CsrfError, InvalidRefreshTokenError
+from smilingsteps.accounts.models import AuthSession, Role, User
+from smilingsteps.accounts.schemas import (
+    LoginIn,
+    LoginOut,
+    MfaDisableIn,
+    MfaLoginIn,
+    PasswordChangeIn,
+    PasswordResetConfirmIn,
+    PasswordResetRequestIn,
+    RecoveryCodesOut,
+    RefreshIn,
+    RegisterIn,
+    SessionOut,
+    TokenIn,
+    TotpConfirmIn,
+    TotpSetupOut,
+    UserOut,
+)
+from smilingsteps.platform.dependencies import DbSession, RuntimeDep
+from smilingsteps.platform.errors import ValidationFailedError
+from smilingsteps.platform.ratelimit.policies import rate_limited
+from smilingsteps.platform.routing import ApiRoute
+
+AUTH = rate_limited("auth")
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        full_name=user.full_name,
+        phone=user.phone,
+        timezone=user.timezone,
+        role=user.role,
+        status=user.status,
+        therapist_status=user.therapist_status,
+        email_verified=user.email_verified_at is not None,
+        mfa_enabled=user.mfa_enabled,
+        created_at=user.created_at,
+    )
+
+
+def _session_out(auth_session: AuthSession, current: uuid.UUID) -> SessionOut:
+    return SessionOut(
+        id=auth_session.id,
+        device=auth_session.user_agent or "unknown device",
+        ip=auth_session.ip,
+        created_at=auth_session.created_at,
+        last_seen_at=auth_session.last_seen_at,
+        expires_at=auth_session.expires_at,
+        current=auth_session.id == current,
+    )
+
+
+def _refuse_foreign_origin(request: Request, kit: AuthKitDep) -> None:
+    """Browsers send Origin; a sign-in form posted from another site is login CSRF."""
+    if "origin" in request.headers and not origin_allowed(request, kit.settings.origins):
+        raise CsrfError("The request's Origin is not allowed.")
+
+
+def _signed_in(
+    issued: service.IssuedSession, response: Response, kit: AuthKitDep, now: Now, *, native: bool
+) -> LoginOut:
+    if not native:
+        set_session_cookies(response, kit, issued, now)
+    response.headers["Cache-Control"] = "no-store"
+    return LoginOut(
+        user=user_out(issued.user),
+        session_id=issued.session_id,
+        access_token=issued.access_token,
+        access_expires_at=issued.access_expires_at,
+        csrf_token=None if native else issued.csrf_token,
+        refresh_token=issued.refresh_token if native else None,
+        mfa_enrolment_required=issued.user.role == Role.ADMIN.value and not issued.mfa_verified,
+    )
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(route_class=ApiRoute, tags=["accounts"])
+
+    @router.post("/auth/register", status_code=status.HTTP_201_CREATED, openapi_extra=AUTH)
+    async def register(
+        *, body: RegisterIn, request: Request, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+    ) -> UserOut:
+        _refuse_foreign_origin(request, kit)
+        return user_out(await service.register(session, kit, body, now=now, client=client))
+
+    @router.post("/auth/login", openapi_extra=AUTH)
+    async def login(
+        *,
+        body: LoginIn,
+        request: Request,
+        response: Response,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> LoginOut:
+        _refuse_foreign_origin(request, kit)
+        outcome = await service.login(runtime.db, kit, email=body.email, password=body.password, now=now, client=client)
+        if isinstance(outcome, service.MfaChallenge):
+            response.headers["Cache-Control"] = "no-store"
+            return LoginOut(mfa_required=True, mfa_token=outcome.mfa_token)
+        return _signed_in(outcome, response, kit, now, native=body.client == "native")
+
+    @router.post("/auth/login/mfa", openapi_extra=AUTH)
+    async def login_mfa(
+        *,
+        body: MfaLoginIn,
+        request: Request,
+        response: Response,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> LoginOut:
+        _refuse_foreign_origin(request, kit)
+        if (body.code is None) == (body.recovery_code is None):
+            raise ValidationFailedError(
+                "Send either a code from your authenticator app or a recovery code.",
+                errors=[{"field": "code", "location": "body", "message": "exactly one of code, recovery_code"}],
+            )
+        issued = await service.complete_mfa_login(
+            runtime.db,
+            kit,
+            mfa_token=body.mfa_token,
+            code=body.code,
+            recovery_code=body.recovery_code,
+            now=now,
+            client=client,
+        )
+        return _signed_in(issued, response, kit, now, native=body.client == "native")
+
+    @router.post("/auth/refresh")
+    async def refresh(
+        *,
+        request: Request,
+        response: Response,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+        body: RefreshIn | None = None,
+    ) -> LoginOut:
+        if body is not None and body.refresh_token is not None:
+            issued = await service.refresh(runtime.db, kit, body.refresh_token, now=now, client=client)
+            return _signed_in(issued, response, kit, now, native=True)
+        names = CookieNames.for_kit(kit)
+        token = request.cookies.get(names.refresh)
+        if not token:
+            raise InvalidRefreshTokenError("No session; sign in.")
+        header = request.headers.get(CSRF_HEADER)
+        if not header or header != request.cookies.get(names.csrf) or not origin_allowed(request, kit.settings.origins):
+            raise CsrfError()
+        issued = await service.refresh(
+            runtime.db, kit, token, now=now, client=client, csrf_ok=lambda sid: kit.codec.csrf_valid(header, sid)
+        )
+        return _signed_in(issued, response, kit, now, native=False)
+
+    @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
+    async def logout(
+        *, user: CurrentUser, response: Response, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+    ) -> None:
+        await service.logout(session, kit, user.user_id, user.session_id, now=now, client=client)
+        clear_session_cookies(response, kit)
+
+    @router.get("/auth/sessions")
+    async def sessions(user: CurrentUser, session: DbSession, now: Now) -> list[SessionOut]:
+        found = await service.list_sessions(session, user.user_id, now=now)
+        return [_session_out(item, user.session_id) for item in found]
+
+    @router.delete("/auth/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
+    async def revoke_session(
+        *, session_id: uuid.UUID, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+    ) -> None:
+        await service.revoke_session(session, kit, user.user_id, session_id, now=now, client=client)
+
+    @router.post("/auth/verify-email", openapi_extra=AUTH)
+    async def verify_email(body: TokenIn, session: DbSession, now: Now, client: Client) -> UserOut:
+        return user_out(await service.verify_email(session, body.token, now=now, client=client))
+
+    @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
+    async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> None:
+        await service.resend_verification(session, kit, user.user_id, now=now)
+
+    @router.post("/auth/password-reset/request", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
+    async def password_reset_request(
+        *,
+        body: PasswordResetRequestIn,
+        request: Request,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> None:
+        _refuse_foreign_origin(request, kit)
+        await service.request_password_reset(session, kit, body.email, now=now, client=client)
+
+    @router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
+    async def password_reset_confirm(
+        *,
+        body: PasswordResetConfirmIn,
+        request: Request,
+        response: Response,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> None:
+        _refuse_foreign_origin(request, kit)
+        await service.confirm_password_reset(session, kit, body.token, body.new_password, now=now, client=client)
+        clear_session_cookies(response, kit)
+
+    @router.post("/auth/password/change", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
+    async def change_password(
+        *, body: PasswordChangeIn, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+    ) -> None:
+        await service.change_password(
+            session,
+            kit,
+            user.user_id,
+            user.session_id,
+            current=body.current_password,
+            new=body.new_password,
+            now=now,
+            client=client,
+        )
+
+    _mfa_routes(router)
+    _account_routes(router)
+    return router
+
+
+def _mfa_routes(router: APIRouter) -> None:
+    @router.post("/auth/mfa/totp/setup")
+    async def totp_setup(
+        *, user: CurrentUser, response: Response, session: DbSession, kit: AuthKitDep, now: Now
+    ) -> TotpSetupOut:
+        setup = await service.start_totp_enrolment(session, kit, user.user_id, now=now)
+        response.headers["Cache-Control"] = "no-store"
+        return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.uri, qr_svg=setup.svg)
+
+    @router.post("/auth/mfa/totp/confirm", openapi_extra=AUTH)
+    async def totp_confirm(
+        *,
+        body: TotpConfirmIn,
+        user: CurrentUser,
+        response: Response,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> RecoveryCodesOut:
+        codes = await service.confirm_totp_enrolment(
+            session, kit, user.user_id, user.session_id, body.code, now=now, client=client
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return RecoveryCodesOut(recovery_codes=codes)
+
+    @router.post("/auth/mfa/disable", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
+    async def mfa_disable(
+        *, body: MfaDisableIn, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+    ) -> None:
+        await service.disable_mfa(
+            session, kit, user.user_id, password=body.password, code=body.code, now=now, client=client
+        )
+
+    @router.post("/auth/mfa/recovery-codes", openapi_extra=AUTH)
+    async def recovery_codes(
+        *,
+        body: TotpConfirmIn,
+        user: CurrentUser,
+        response: Response,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> RecoveryCodesOut:
+        codes = await service.regenerate_recovery_codes(session, kit, user.user_id, body.code, now=now, client=client)
+        response.headers["Cache-Control"] = "no-store"
+        return RecoveryCodesOut(recovery_codes=codes)
+
+
+def _account_routes(router: APIRouter) -> None:
+    @router.get("/users/me")
+    async def me(user: CurrentUser, session: DbSession) -> UserOut:
+        return user_out(await service.get_user(session, user.user_id))

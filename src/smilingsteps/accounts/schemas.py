@@ -1,0 +1,165 @@
+"""Accounts: request and response bodies."""
+
+from __future__ import annotations
+
+import re
+import uuid
+import zoneinfo
+from datetime import datetime
+from functools import cache
+from typing import Annotated, Literal
+
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, Field, StringConstraints
+
+from smilingsteps.platform.schemas import RequestModel, ResponseModel
+
+_PHONE_SEPARATORS = re.compile(r"[\s\-().]")
+_KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
+
+
+def normalise_email(value: str) -> str:
+    """One spelling per mailbox: IDNA/Unicode normalised, then lower-cased (uniqueness is case-insensitive)."""
+    try:
+        return validate_email(value, check_deliverability=False).normalized.lower()
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def normalise_phone(value: str) -> str:
+    """Kenyan mobile numbers as MSISDN 2547XXXXXXXX / 2541XXXXXXXX, from 07…, 01…, +254… or 254…."""
+    digits = _PHONE_SEPARATORS.sub("", value)
+    if digits.startswith("+"):
+        digits = digits[1:]
+    if digits.startswith("0") and len(digits) == 10:
+        digits = "254" + digits[1:]
+    if not _KENYAN_MSISDN.match(digits):
+        raise ValueError("must be a Kenyan mobile number such as 0712345678 or +254712345678")
+    return digits
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def valid_timezone(value: str) -> str:
+    if value not in _zones():
+        raise ValueError("must be an IANA time zone name such as Africa/Nairobi")
+    return value
+
+
+Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
+# Passwords keep their spaces; the length rules live in the password policy so
+# the error names the rule. The cap here only bounds the work a request can cause.
+Password = Annotated[str, StringConstraints(strip_whitespace=False, max_length=1024)]
+FullName = Annotated[str, Field(min_length=1, max_length=120)]
+Phone = Annotated[str, Field(max_length=20), AfterValidator(normalise_phone)]
+TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(valid_timezone)]
+OpaqueToken = Annotated[str, Field(min_length=16, max_length=512, pattern=r"^[A-Za-z0-9_\-.]+$")]
+TotpCode = Annotated[str, Field(pattern=r"^\d{6}$")]
+RecoveryCodeText = Annotated[str, Field(min_length=16, max_length=24, pattern=r"^[A-Za-z2-7\- ]+$")]
+
+
+class RegisterIn(RequestModel):
+    email: Email
+    password: Password
+    full_name: FullName
+    phone: Phone
+    timezone: TimeZoneName = "Africa/Nairobi"
+    role: Literal["client", "therapist"] = "client"
+
+
+class LoginIn(RequestModel):
+    # Not validated as an address: a malformed one must cost and answer the same as a wrong one.
+    email: Annotated[str, Field(min_length=1, max_length=254)]
+    password: Password
+    client: Literal["browser", "native"] = "browser"
+
+
+class MfaLoginIn(RequestModel):
+    mfa_token: Annotated[str, Field(min_length=16, max_length=2048)]
+    code: TotpCode | None = None
+    recovery_code: RecoveryCodeText | None = None
+    client: Literal["browser", "native"] = "browser"
+
+
+class RefreshIn(RequestModel):
+    """Native clients send the refresh token in the body; browsers send the cookie and an empty body."""
+
+    refresh_token: OpaqueToken | None = None
+
+
+class TokenIn(RequestModel):
+    token: OpaqueToken
+
+
+class PasswordResetRequestIn(RequestModel):
+    email: Annotated[str, Field(min_length=1, max_length=254)]
+
+
+class PasswordResetConfirmIn(RequestModel):
+    token: OpaqueToken
+    new_password: Password
+
+
+class PasswordChangeIn(RequestModel):
+    current_password: Password
+    new_password: Password
+
+
+class TotpConfirmIn(RequestModel):
+    code: TotpCode
+
+
+class MfaDisableIn(RequestModel):
+    password: Password
+    code: TotpCode
+
+
+class UserOut(ResponseModel):
+    id: uuid.UUID
+    email: str
+    full_name: str
+    phone: str
+    timezone: str
+    role: str
+    status: str
+    therapist_status: str | None
+    email_verified: bool
+    mfa_enabled: bool
+    created_at: datetime
+
+
+class SessionOut(ResponseModel):
+    id: uuid.UUID
+    device: str
+    ip: str | None
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+    current: bool
+
+
+class LoginOut(ResponseModel):
+    """Either a signed-in session, or (`mfa_required`) a challenge for the second step that grants nothing."""
+
+    mfa_required: bool = False
+    mfa_token: str | None = None
+    user: UserOut | None = None
+    session_id: uuid.UUID | None = None
+    access_token: str | None = None
+    access_expires_at: datetime | None = None
+    csrf_token: str | None = None
+    refresh_token: str | None = Field(default=None, description="Only for client=native; browsers get a cookie.")
+    mfa_enrolment_required: bool = False
+
+
+class TotpSetupOut(ResponseModel):
+    secret: str
+    otpauth_uri: str
+    qr_svg: str
+
+
+class RecoveryCodesOut(ResponseModel):
+    recovery_codes: list[str]

@@ -1,0 +1,57 @@
+"""The accounts toolkit one app instance shares: hasher, token codec, data encryption, revocations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from smilingsteps.accounts.passwords import HashParameters, PasswordHasher
+from smilingsteps.accounts.revocations import RevokedSessions
+from smilingsteps.accounts.tokens import TokenCodec
+from smilingsteps.config import Settings
+from smilingsteps.platform.crypto import Encryptor
+
+MFA_CHALLENGE_TTL = timedelta(minutes=5)
+
+
+@dataclass
+class AuthKit:
+    settings: Settings
+    hasher: PasswordHasher
+    codec: TokenCodec
+    encryptor: Encryptor
+    revoked: RevokedSessions
+
+    @property
+    def access_ttl(self) -> timedelta:
+        # An access token never outlives the idle timeout it would otherwise bypass.
+        return timedelta(
+            minutes=min(self.settings.ACCESS_TOKEN_TTL_MINUTES, self.settings.SESSION_IDLE_TIMEOUT_MINUTES)
+        )
+
+    @property
+    def idle_timeout(self) -> timedelta:
+        return timedelta(minutes=self.settings.SESSION_IDLE_TIMEOUT_MINUTES)
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        return timedelta(hours=self.settings.SESSION_ABSOLUTE_LIFETIME_HOURS)
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.settings.PUBLIC_BASE_URL.startswith("https://")
+
+
+def build_auth_kit(settings: Settings) -> AuthKit:
+    keys = settings.encryption_keys
+    encryptor = Encryptor(keys) if keys else Encryptor.from_secret(settings.secret_key)
+    return AuthKit(
+        settings=settings,
+        hasher=PasswordHasher(
+            HashParameters(settings.ARGON2_TIME_COST, settings.ARGON2_MEMORY_KIB, settings.ARGON2_PARALLELISM),
+            max_concurrent=settings.ARGON2_MAX_CONCURRENT,
+        ),
+        codec=TokenCodec(settings.secret_key, issuer=settings.PUBLIC_BASE_URL),
+        encryptor=encryptor,
+        revoked=RevokedSessions(keep_for=timedelta(minutes=settings.ACCESS_TOKEN_TTL_MINUTES)),
+    )

@@ -1,0 +1,90 @@
+"""Admin HTTP: user management and the audit log. Every route needs an MFA-signed-in administrator."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from smilingsteps.accounts import service as accounts
+from smilingsteps.accounts.auth import AdminUser, AuthKitDep, Client, Now
+from smilingsteps.accounts.models import AccountStatus, TherapistStatus
+from smilingsteps.accounts.router import user_out
+from smilingsteps.accounts.schemas import UserOut
+from smilingsteps.admin.schemas import UserPage, UserUpdateIn
+from smilingsteps.platform.dependencies import DbSession
+from smilingsteps.platform.errors import ValidationFailedError
+from smilingsteps.platform.ratelimit.policies import rate_limited
+from smilingsteps.platform.routing import ApiRoute
+
+ADMIN = rate_limited("admin")
+MAX_PAGE = 100
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/admin", route_class=ApiRoute, tags=["admin"])
+
+    @router.get("/users", openapi_extra=ADMIN)
+    async def list_users(
+        *,
+        admin: AdminUser,
+        session: DbSession,
+        q: Annotated[str | None, Query(max_length=100)] = None,
+        role: Literal["client", "therapist", "admin"] | None = None,
+        status: Literal["active", "suspended"] | None = None,
+        therapist_status: Literal["pending", "approved", "rejected"] | None = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> UserPage:
+        users, total = await accounts.search_users(
+            session, query=q, role=role, status=status, therapist_status=therapist_status, limit=limit, offset=offset
+        )
+        return UserPage(items=[user_out(u) for u in users], total=total, limit=limit, offset=offset)
+
+    @router.get("/users/{user_id}", openapi_extra=ADMIN)
+    async def get_user(user_id: uuid.UUID, admin: AdminUser, session: DbSession) -> UserOut:
+        return user_out(await accounts.get_user(session, user_id))
+
+    @router.patch("/users/{user_id}", openapi_extra=ADMIN)
+    async def update_user(
+        *,
+        user_id: uuid.UUID,
+        body: UserUpdateIn,
+        admin: AdminUser,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> UserOut:
+        if (body.status is None) == (body.therapist_status is None):
+            raise ValidationFailedError(
+                "Change either status or therapist_status.",
+                errors=[{"field": "status", "location": "body", "message": "exactly one of status, therapist_status"}],
+            )
+        if body.status is not None:
+            user = await accounts.set_account_status(
+                session,
+                kit,
+                admin.user_id,
+                user_id,
+                AccountStatus(body.status),
+                reason=body.reason,
+                now=now,
+                client=client,
+            )
+        else:
+            assert body.therapist_status is not None
+            user = await accounts.review_therapist(
+                session,
+                kit,
+                admin.user_id,
+                user_id,
+                TherapistStatus(body.therapist_status),
+                reason=body.reason,
+                now=now,
+                client=client,
+            )
+        return user_out(user)
+
+    return router
