@@ -38,9 +38,13 @@ def normalise_phone(value: str) -> str:
     return digits
 
 
+# Files in the zone database that are not zones a person lives in.
+_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+
+
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
 def valid_timezone(value: str) -> str:
@@ -57,7 +61,7 @@ FullName = Annotated[str, Field(min_length=1, max_length=120)]
 Phone = Annotated[str, Field(max_length=20), AfterValidator(normalise_phone)]
 TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(valid_timezone)]
 OpaqueToken = Annotated[str, Field(min_length=16, max_length=512, pattern=r"^[A-Za-z0-9_\-.]+$")]
-TotpCode = Annotated[str, Field(pattern=r"^\d{6}$")]
+TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 RecoveryCodeText = Annotated[str, Field(min_length=16, max_length=24, pattern=r"^[A-Za-z2-7\- ]+$")]
 
 

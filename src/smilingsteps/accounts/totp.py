@@ -34,7 +34,7 @@ def qr_svg(uri: str) -> str:
 
 def matching_step(secret: str, code: str, *, now: datetime, after_step: int | None) -> int | None:
     """The time step `code` is valid for, if any step in the window newer than `after_step` matches."""
-    if len(code) != 6 or not code.isdigit():
+    if len(code) != 6 or not (code.isascii() and code.isdigit()):
         return None
     totp = pyotp.TOTP(secret, interval=STEP_SECONDS)
     current = totp.timecode(now)

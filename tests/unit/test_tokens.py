@@ -1,0 +1,176 @@
+"""Access tokens refuse every kind of tampering; CSRF tokens are bound to their session."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from smilingsteps.accounts.tokens import AUDIENCE, InvalidTokenError, TokenCodec
+from smilingsteps.platform.crypto import derive_key
+
+SECRET = "k" * 20 + "0123456789abcdefghijklmnop"
+ISSUER = "https://smilingsteps.example"
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+USER = uuid.uuid4()
+SESSION = uuid.uuid4()
+
+
+@pytest.fixture
+def codec() -> TokenCodec:
+    return TokenCodec(SECRET, issuer=ISSUER)
+
+
+def issue(codec: TokenCodec, *, now: datetime = NOW) -> str:
+    return codec.issue_access(
+        user_id=USER,
+        session_id=SESSION,
+        role="client",
+        email_verified=True,
+        mfa=False,
+        now=now,
+        expires_at=now + timedelta(minutes=15),
+    )
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": str(USER),
+        "sid": str(SESSION),
+        "typ": "access",
+        "jti": "j",
+        "iat": int(NOW.timestamp()),
+        "exp": int((NOW + timedelta(minutes=15)).timestamp()),
+        "role": "admin",
+        "ver": True,
+        "mfa": True,
+    }
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def test_a_genuine_token_decodes(codec: TokenCodec) -> None:
+    decoded = codec.decode_access(issue(codec), now=NOW + timedelta(minutes=1))
+    assert (decoded.user_id, decoded.session_id, decoded.role) == (USER, SESSION, "client")
+
+
+def test_alg_none_is_refused(codec: TokenCodec) -> None:
+    token = f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims())}."
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(token, now=NOW)
+
+
+def test_a_token_signed_with_another_key_is_refused(codec: TokenCodec) -> None:
+    forged = jwt.encode(claims(), b"x" * 32, algorithm="HS256")
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(forged, now=NOW)
+
+
+def test_rs256_and_hs_rs_confusion_are_refused(codec: TokenCodec) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rs_token = jwt.encode(claims(), private, algorithm="RS256")
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(rs_token, now=NOW)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # The classic confusion: HMAC "signed" with the public key as the secret.
+    header = b64({"alg": "HS256", "typ": "JWT"})
+    body = b64(claims())
+    import hashlib
+    import hmac
+
+    signature = (
+        base64.urlsafe_b64encode(hmac.new(public_pem, f"{header}.{body}".encode(), hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(f"{header}.{body}.{signature}", now=NOW)
+
+
+def test_key_pointing_headers_are_ignored(codec: TokenCodec) -> None:
+    attacker_key = b"a" * 32
+    for header in (
+        {"jku": "https://evil.example/jwks"},
+        {"x5u": "https://evil.example/cert"},
+        {"jwk": {"kty": "oct", "k": base64.urlsafe_b64encode(attacker_key).decode()}},
+        {"kid": "../../x"},
+    ):
+        forged = jwt.encode(claims(), attacker_key, algorithm="HS256", headers=header)
+        with pytest.raises(InvalidTokenError):
+            codec.decode_access(forged, now=NOW)
+
+
+def test_our_key_with_a_jku_header_is_still_judged_by_our_key_only(codec: TokenCodec) -> None:
+    token = jwt.encode(claims(), derive_key(SECRET, "jwt"), algorithm="HS256", headers={"jku": "https://evil/x"})
+    assert codec.decode_access(token, now=NOW).role == "admin"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"aud": "another-api"},
+        {"iss": "https://evil.example"},
+        {"typ": "mfa-challenge"},
+        {"exp": int(NOW.timestamp())},
+        {"iat": int((NOW + timedelta(hours=1)).timestamp())},
+        {"exp": None},
+        {"iat": None},
+        {"aud": None},
+        {"iss": None},
+        {"typ": None},
+        {"jti": None},
+        {"sub": "not-a-uuid"},
+        {"sid": None},
+        {"exp": "tomorrow"},
+    ],
+)
+def test_wrong_or_missing_claims_are_refused(codec: TokenCodec, change: dict[str, Any]) -> None:
+    token = jwt.encode(claims(**change), derive_key(SECRET, "jwt"), algorithm="HS256")
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(token, now=NOW)
+
+
+def test_expiry_follows_the_injected_clock(codec: TokenCodec) -> None:
+    token = issue(codec)
+    codec.decode_access(token, now=NOW + timedelta(minutes=14, seconds=59))
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(token, now=NOW + timedelta(minutes=15))
+
+
+def test_an_mfa_challenge_is_not_an_access_token(codec: TokenCodec) -> None:
+    challenge = codec.issue_mfa_challenge(user_id=USER, now=NOW, ttl=timedelta(minutes=5))
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(challenge, now=NOW)
+    assert codec.decode_mfa_challenge(challenge, now=NOW) == USER
+    with pytest.raises(InvalidTokenError):
+        codec.decode_mfa_challenge(issue(codec), now=NOW)
+
+
+@pytest.mark.parametrize("garbage", ["", "a.b", "a.b.c", "ey.ey.ey", "x" * 5000, "é.é.é"])
+def test_garbage_is_refused(codec: TokenCodec, garbage: str) -> None:
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(garbage, now=NOW)
+
+
+def test_csrf_tokens_are_bound_to_their_session(codec: TokenCodec) -> None:
+    token = codec.csrf_token(SESSION)
+    assert codec.csrf_valid(token, SESSION)
+    assert not codec.csrf_valid(token, uuid.uuid4())
+    assert not codec.csrf_valid(token.split(".")[0] + ".0000", SESSION)
+    assert not codec.csrf_valid("no-dot", SESSION)
+    assert not TokenCodec("other" * 10, issuer=ISSUER).csrf_valid(token, SESSION)
