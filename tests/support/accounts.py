@@ -57,15 +57,31 @@ def csrf(client: httpx.AsyncClient) -> dict[str, str]:
     return {"X-CSRF-Token": client.cookies.get("ss_csrf") or ""}
 
 
-def link_token(message: EmailMessage, path: str) -> str:
-    """Follow the link in an email: the token in the query of the first link to `path`."""
+def plain_text(message: EmailMessage) -> str:
     text = message.get_body(("plain",))
     assert text is not None
-    for word in str(text.get_content()).split():
+    return str(text.get_content())
+
+
+def _token_in(message: EmailMessage, path: str) -> str | None:
+    for word in plain_text(message).split():
         parts = urlsplit(word.strip("<>()."))
-        if parts.scheme in ("http", "https") and parts.path == path:
+        if parts.scheme in ("http", "https") and parts.path == path and "token" in parse_qs(parts.query):
             return parse_qs(parts.query)["token"][0]
-    raise AssertionError(f"no link to {path} in the email")
+    return None
+
+
+def link_token(message: EmailMessage, path: str) -> str:
+    """Follow the link in an email: the token in the query of the first link to `path`."""
+    token = _token_in(message, path)
+    if token is None:
+        raise AssertionError(f"no link to {path} in the email")
+    return token
+
+
+def tokens_to(messages: list[EmailMessage], path: str) -> list[str]:
+    """The tokens of every message linking to `path`, in arrival order."""
+    return [token for token in (_token_in(m, path) for m in messages) if token is not None]
 
 
 def totp_now(secret: str, when: float) -> str:

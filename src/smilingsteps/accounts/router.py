@@ -201,8 +201,9 @@ def build_router() -> APIRouter:
         return user_out(await service.verify_email(session, body.token, now=now, client=client))
 
     @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
-    async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> None:
+    async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> Response:
         await service.resend_verification(session, kit, user.user_id, now=now)
+        return Response(status_code=status.HTTP_202_ACCEPTED)
 
     @router.post("/auth/password-reset/request", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
     async def password_reset_request(
@@ -213,9 +214,10 @@ def build_router() -> APIRouter:
         kit: AuthKitDep,
         now: Now,
         client: Client,
-    ) -> None:
+    ) -> Response:
         _refuse_foreign_origin(request, kit)
         await service.request_password_reset(session, kit, body.email, now=now, client=client)
+        return Response(status_code=status.HTTP_202_ACCEPTED)
 
     @router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
     async def password_reset_confirm(

@@ -13,6 +13,8 @@ from smilingsteps.accounts.models import AccountStatus, TherapistStatus
 from smilingsteps.accounts.router import user_out
 from smilingsteps.accounts.schemas import UserOut
 from smilingsteps.admin.schemas import UserPage, UserUpdateIn
+from smilingsteps.audit import service as audit
+from smilingsteps.audit.schemas import AuditLogPage, AuditLogQuery
 from smilingsteps.platform.dependencies import DbSession
 from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.ratelimit.policies import rate_limited
@@ -86,5 +88,12 @@ def build_router() -> APIRouter:
                 client=client,
             )
         return user_out(user)
+
+    @router.get("/audit-log", openapi_extra=ADMIN)
+    async def audit_log(
+        *, admin: AdminUser, session: DbSession, query: Annotated[AuditLogQuery, Query()]
+    ) -> AuditLogPage:
+        events = await audit.list_events(session, query.filters(), limit=query.limit, before_seq=query.before_seq)
+        return AuditLogPage.of(events, limit=query.limit)
 
     return router
