@@ -21,6 +21,7 @@ from smilingsteps.platform import migrate
 from smilingsteps.platform.logging import configure_logging
 from tests.support.postgres import PostgresServer, acquire_server, with_database
 from tests.support.redis_server import acquire_url
+from tests.support.smtp import SmtpServer, running_smtp_server
 
 TEST_SECRET = secrets.token_urlsafe(48)
 BACKENDS = ("sqlite", "postgresql")
@@ -83,6 +84,13 @@ def redis_url() -> Iterator[str]:
         server.close()
 
 
+@pytest.fixture(scope="session")
+def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """A real SMTP server (STARTTLS, test CA in `ca_file`); tests use unique recipients."""
+    with running_smtp_server(tmp_path_factory.mktemp("smtp")) as server:
+        yield server
+
+
 @pytest.fixture
 def redis_prefix() -> str:
     return f"sstest-{uuid.uuid4().hex[:12]}"
@@ -114,6 +122,9 @@ def make_settings(tmp_path: Path) -> SettingsFactory:
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'app.db'}",
             "LOG_FORMAT": "json",
             "DB_MAX_RETRIES": 0,
+            # Cheap hashing keeps the suite fast; bench/ measures the production cost.
+            "ARGON2_TIME_COST": 1,
+            "ARGON2_MEMORY_KIB": 64,
         }
         values.update(overrides)
         return Settings(**values)
@@ -135,7 +146,8 @@ async def running(app: FastAPI, **client_options: Any) -> AsyncIterator[httpx.As
             client=client_options.pop("client_addr", ("127.0.0.1", 50000)),
             raise_app_exceptions=client_options.pop("raise_app_exceptions", True),
         )
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver", **client_options) as client:
+        base_url = client_options.pop("base_url", "http://testserver")
+        async with httpx.AsyncClient(transport=transport, base_url=base_url, **client_options) as client:
             yield client
 
 

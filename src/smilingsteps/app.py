@@ -16,11 +16,16 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from smilingsteps import __version__
+from smilingsteps.accounts import router as accounts_router
+from smilingsteps.accounts.auth import rate_limit_identity
+from smilingsteps.accounts.security import AuthKit, build_auth_kit
+from smilingsteps.admin import router as admin_router
 from smilingsteps.config import Settings
+from smilingsteps.notifications.tasks import InProcessSender
 from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
-from smilingsteps.platform.clock import Clock, system_clock
+from smilingsteps.platform.clock import Clock, system_clock, utc_from
 from smilingsteps.platform.context import request_id_of
 from smilingsteps.platform.cors import CorsMiddleware
 from smilingsteps.platform.db import Database
@@ -51,6 +56,8 @@ EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy
 def build_api_router() -> APIRouter:
     """Every /api/v1 route; each domain's router is included here."""
     api = APIRouter(prefix=API_PREFIX, route_class=ApiRoute)
+    api.include_router(accounts_router.build_router())
+    api.include_router(admin_router.build_router())
 
     @api.get("", summary="API index", tags=["meta"])
     async def api_index() -> dict[str, Any]:
@@ -78,11 +85,22 @@ def _lifespan(settings: Settings, limiter: RateLimiter, clock: Clock | None) -> 
         # monitor keeps retrying in the background when the database is down.
         await runtime.db.connect_with_retry(max_retries=0)
         runtime.tasks.spawn(runtime.db.monitor(), name="database-monitor")
+        kit: AuthKit = app.state.auth
+        runtime.tasks.spawn(
+            kit.revoked.run(runtime.db, runtime.now, settings.SESSION_REVOCATION_SYNC_SECONDS),
+            name="session-revocation-sync",
+        )
+        # Development sends mail from here; deployments run `smilingsteps worker`.
+        mail = InProcessSender(settings, runtime.db, clock=runtime.clock) if settings.email_in_process_sender else None
+        if mail is not None:
+            mail.start(runtime.tasks)
         log.info("app_started", version=__version__, environment=settings.APP_ENV.value, database=runtime.db.backend)
         try:
             yield
         finally:
             runtime.start_draining()
+            if mail is not None:
+                await mail.stop()
             await runtime.tasks.cancel_all()
             await runtime.db.dispose()
             await runtime.limiter.close()
@@ -118,6 +136,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         lifespan=_lifespan(settings, limiter, clock),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
+    auth = build_auth_kit(settings)
+    app.state.auth = auth
     health.install(app)
     metrics.install(app)
     app.include_router(build_api_router())
@@ -142,7 +162,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app.add_middleware(ErrorHandlerMiddleware, classify=classify)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.MAX_REQUEST_BODY_BYTES)
     if settings.RATE_LIMITS_ENABLED:
-        app.add_middleware(RateLimitMiddleware, limiter=limiter, routes=lambda: app.routes)
+        app.add_middleware(
+            RateLimitMiddleware,
+            limiter=limiter,
+            routes=lambda: app.routes,
+            identify=rate_limit_identity(auth, lambda: utc_from(clock or system_clock)),
+        )
     app.add_middleware(
         CorsMiddleware,
         origins=settings.origins,

@@ -1,4 +1,4 @@
-"""Command line: smilingsteps serve | migrate | check-config.
+"""Command line: smilingsteps serve | worker | migrate | check-config | audit verify.
 
 Every command validates the configuration first; a bad value prints one line
 per problem naming the variable and exits 2, with no traceback. Any other
@@ -10,11 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import structlog
 
 from smilingsteps import __version__
 from smilingsteps.config import AppEnv, ConfigError, Settings
+
+if TYPE_CHECKING:
+    from smilingsteps.platform.db import Database
+    from smilingsteps.platform.jobs import PeriodicJob
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
@@ -28,6 +33,13 @@ def _err(line: str) -> None:
 
 def _out(line: str) -> None:
     sys.stdout.write(line + "\n")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def load_settings_or_exit() -> Settings:
@@ -106,6 +118,137 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else EXIT_STARTUP
 
 
+def worker_jobs(settings: Settings, db: Database) -> list[PeriodicJob]:
+    """Every periodic job `smilingsteps worker` runs; each domain adds its own here."""
+    from smilingsteps.notifications.tasks import outbox_jobs
+
+    return [*outbox_jobs(settings, db)]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit()
+    import asyncio
+
+    from smilingsteps.platform import migrate
+    from smilingsteps.platform.jobs import run_worker
+    from smilingsteps.platform.logging import configure_logging
+
+    configure_logging(settings)
+    if settings.APP_ENV is AppEnv.DEVELOPMENT:
+        migrate.upgrade(settings.database_url)  # as `serve` does: no setup step on a fresh checkout
+    return asyncio.run(run_worker(settings, worker_jobs, once=args.once))
+
+
+def _read_new_password() -> str:
+    """Asked for, never taken as an argument (it would land in shell history and `ps`).
+
+    From a terminal it is typed twice without echo; piped, the first two lines of stdin.
+    """
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password for the new administrator: ")
+        second = getpass.getpass("Repeat the password: ")
+    else:
+        first = sys.stdin.readline().rstrip("\n")
+        second = sys.stdin.readline().rstrip("\n")
+    if first != second:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit()
+    import asyncio
+
+    from smilingsteps.accounts import service
+    from smilingsteps.accounts.schemas import normalise_email, normalise_phone
+    from smilingsteps.accounts.security import build_auth_kit
+    from smilingsteps.platform.clock import system_clock, utc_from
+    from smilingsteps.platform.db import Database
+    from smilingsteps.platform.errors import AppError
+    from smilingsteps.platform.logging import configure_logging
+
+    configure_logging(settings)
+    try:
+        email = normalise_email(args.email)
+        phone = normalise_phone(args.phone)
+        password = _read_new_password()
+    except ValueError as exc:
+        _err(f"create-admin: {exc}")
+        return EXIT_CONFIG
+    full_name = args.name.strip()
+    if not full_name or len(full_name) > 120:
+        _err("create-admin: --name must be 1 to 120 characters")
+        return EXIT_CONFIG
+
+    async def create() -> str:
+        database = Database(settings)
+        kit = build_auth_kit(settings)
+        try:
+            if not await database.connect_with_retry():
+                raise RuntimeError("the database is unreachable (see the log for each attempt)")
+            async with database.session() as session:
+                user = await service.create_admin(
+                    session,
+                    kit,
+                    email=email,
+                    full_name=full_name,
+                    phone=phone,
+                    password=password,
+                    now=utc_from(system_clock),
+                )
+                return str(user.id)
+        finally:
+            await database.dispose()
+
+    try:
+        user_id = asyncio.run(create())
+    except AppError as exc:
+        _err(f"create-admin: {exc.detail}")
+        return EXIT_CONFIG
+    _out(f"administrator created: {email} (id {user_id}); sign in and enrol two-factor authentication")
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    settings = load_settings_or_exit()
+    import asyncio
+
+    from smilingsteps.audit.service import ChainAnchor, ChainReport, verify_chain
+    from smilingsteps.platform.db import Database
+    from smilingsteps.platform.logging import configure_logging
+
+    configure_logging(settings)
+    try:
+        anchor = ChainAnchor.parse(args.anchor) if args.anchor else None
+    except ValueError as exc:
+        _err(f"--anchor: {exc}")
+        return EXIT_CONFIG
+
+    async def verify() -> ChainReport:
+        database = Database(settings)
+        try:
+            return await verify_chain(database, batch_size=args.batch_size, anchor=anchor)
+        finally:
+            await database.dispose()
+
+    report = asyncio.run(verify())
+    if report.first_broken is not None:
+        _out(f"audit chain BROKEN after {report.checked} row(s) checked")
+        _out(f"first broken row: {report.first_broken.describe()}")
+        if report.head_seq is not None:
+            _out(f"last good row: seq={report.head_seq} hash={report.head_hash}")
+        return 1
+    if report.head_seq is None:
+        _out("audit chain ok: 0 rows checked (the log is empty)")
+    else:
+        _out(f"audit chain ok: {report.checked} rows checked")
+        # One line an operator can copy elsewhere and later pass back as --anchor.
+        _out(f"head: {report.head_seq}:{report.head_hash}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smilingsteps", description="Smiling Steps teletherapy platform")
     parser.add_argument("--version", action="version", version=f"smilingsteps {__version__}")
@@ -123,6 +266,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check-config", help="print settings (secrets masked) and production problems")
     check.set_defaults(handler=cmd_check_config)
+
+    worker = commands.add_parser("worker", help="run background jobs (email outbox…) until SIGTERM")
+    worker.add_argument("--once", action="store_true", help="run each job once (send what is due) and exit")
+    worker.set_defaults(handler=cmd_worker)
+
+    admin = commands.add_parser(
+        "create-admin", help="create an administrator; the password is prompted for (or read from stdin)"
+    )
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--name", required=True, help="full name")
+    admin.add_argument("--phone", required=True, help="Kenyan mobile number, e.g. 0712345678")
+    admin.set_defaults(handler=cmd_create_admin)
+
+    audit = commands.add_parser("audit", help="audit log tools")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    verify = audit_commands.add_parser(
+        "verify", help="check the audit log's hash chain; exit 1 naming the first broken row"
+    )
+    verify.add_argument("--batch-size", type=_positive_int, default=1000, help="rows read per query (default 1000)")
+    verify.add_argument(
+        "--anchor", metavar="SEQ:HASH", default=None, help="an earlier run's head; fail unless it still holds"
+    )
+    verify.set_defaults(handler=cmd_audit_verify)
     return parser
 
 

@@ -7,6 +7,7 @@ production deployment refuses to start with.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import secrets
 from enum import StrEnum
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from smilingsteps.platform.ratelimit.policies import DEFAULT_RATES, parse_rate
@@ -24,6 +25,8 @@ PLACEHOLDER_SECRETS = frozenset(
     {"changeme", "change-me", "change_me", "secret", "secret-key", "your-secret-key", "dev", "development", "test"}
 )
 MIN_SECRET_BYTES = 32
+ARGON2_MIN_MEMORY_KIB = 19_456
+ARGON2_MIN_TIME_COST = 2
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 
 
@@ -93,6 +96,18 @@ class Settings(BaseSettings):
     SMTP_PASSWORD: SecretStr | None = None
     SMTP_STARTTLS: bool = True
     EMAIL_FROM: str = "Smiling Steps <no-reply@smilingsteps.local>"
+    EMAIL_BACKEND: Literal["auto", "smtp", "file"] = "auto"
+    EMAIL_FILE_DIR: Path | None = None
+    SMTP_TIMEOUT: float = Field(default=30.0, gt=0, le=600)
+    SMTP_CA_FILE: FilePath | None = None
+    EMAIL_MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    EMAIL_RETRY_BASE_DELAY: float = Field(default=30.0, gt=0, le=86400)
+    EMAIL_RETRY_MAX_DELAY: float = Field(default=3600.0, gt=0, le=86400)
+    EMAIL_BATCH_SIZE: int = Field(default=20, ge=1, le=1000)
+    EMAIL_CLAIM_TIMEOUT: float = Field(default=600.0, ge=10, le=86400)
+    EMAIL_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
+    EMAIL_IN_PROCESS_SENDER: bool | None = None
+    WORKER_POLL_INTERVAL: float = Field(default=2.0, gt=0, le=3600)
 
     MPESA_ENV: Literal["simulator", "sandbox", "production"] = "simulator"
     MPESA_CONSUMER_KEY: SecretStr | None = None
@@ -121,6 +136,23 @@ class Settings(BaseSettings):
     ICE_SERVERS: str | None = None
     TURN_SECRET: SecretStr | None = None
 
+    ACCESS_TOKEN_TTL_MINUTES: int = Field(default=15, ge=1, le=60)
+    SESSION_IDLE_TIMEOUT_MINUTES: int = Field(default=30, ge=5, le=1440)
+    SESSION_ABSOLUTE_LIFETIME_HOURS: int = Field(default=12, ge=1, le=720)
+    SESSION_REVOCATION_SYNC_SECONDS: float = Field(default=2.0, gt=0, le=60)
+    LOGIN_MAX_FAILURES: int = Field(default=5, ge=1, le=100)
+    LOGIN_FAILURE_WINDOW_MINUTES: int = Field(default=15, ge=1, le=1440)
+    LOGIN_LOCKOUT_BASE_MINUTES: int = Field(default=15, ge=1, le=1440)
+    LOGIN_LOCKOUT_MAX_MINUTES: int = Field(default=1440, ge=1, le=43200)
+    LOGIN_IP_MAX_FAILURES: int = Field(default=50, ge=1, le=10000)
+    ARGON2_TIME_COST: int = Field(default=3, ge=1, le=20)
+    ARGON2_MEMORY_KIB: int = Field(default=65536, ge=8, le=4_194_304)
+    ARGON2_PARALLELISM: int = Field(default=1, ge=1, le=16)
+    ARGON2_MAX_CONCURRENT: int = Field(default=4, ge=1, le=64)
+    EMAIL_VERIFICATION_TTL_HOURS: int = Field(default=48, ge=1, le=720)
+    PASSWORD_RESET_TTL_MINUTES: int = Field(default=30, ge=5, le=1440)
+    ENCRYPTION_KEYS: SecretStr | None = None
+
     SHUTDOWN_READINESS_DELAY: float = Field(default=5.0, ge=0, le=120)
     SHUTDOWN_TIMEOUT: float = Field(default=25.0, gt=0, le=600)
 
@@ -142,11 +174,25 @@ class Settings(BaseSettings):
         parse_rate(value)
         return value
 
+    @field_validator("ENCRYPTION_KEYS")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _fernet_keys(value.get_secret_value())
+        return value
+
     @field_validator("REDIS_URL")
     @classmethod
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("EMAIL_BACKEND")
+    @classmethod
+    def _smtp_needs_host(cls, value: str, info: ValidationInfo) -> str:
+        if value == "smtp" and not info.data.get("SMTP_HOST"):
+            raise ValueError("smtp needs SMTP_HOST")
         return value
 
     @field_validator("LOG_LEVEL", mode="before")
@@ -240,6 +286,31 @@ class Settings(BaseSettings):
     def docs_enabled(self) -> bool:
         return not self.is_production
 
+    @property
+    def email_backend(self) -> Literal["smtp", "file"]:
+        """`auto` sends through SMTP when SMTP_HOST is set, else writes .eml files."""
+        if self.EMAIL_BACKEND != "auto":
+            return self.EMAIL_BACKEND
+        return "smtp" if self.SMTP_HOST else "file"
+
+    @property
+    def email_file_dir(self) -> Path:
+        return self.EMAIL_FILE_DIR if self.EMAIL_FILE_DIR is not None else self.DATA_DIR / "mail"
+
+    @property
+    def email_in_process_sender(self) -> bool:
+        """Development sends mail from the app itself; elsewhere `smilingsteps worker` does."""
+        if self.EMAIL_IN_PROCESS_SENDER is not None:
+            return self.EMAIL_IN_PROCESS_SENDER
+        return self.APP_ENV is AppEnv.DEVELOPMENT
+
+    @property
+    def encryption_keys(self) -> list[bytes]:
+        """Fernet keys, newest first; in development one is derived from the secret key."""
+        if self.ENCRYPTION_KEYS is None:
+            return []
+        return _fernet_keys(self.ENCRYPTION_KEYS.get_secret_value())
+
     @cached_property
     def secret_key(self) -> str:
         """The signing key; in development one is generated and kept in DATA_DIR."""
@@ -279,6 +350,22 @@ class Settings(BaseSettings):
             problems.append(
                 f"DB_SSL_MODE: is {self.db_ssl_mode.value}; production verifies the database certificate (verify-full)"
             )
+        if self.ENCRYPTION_KEYS is None:
+            problems.append(
+                "ENCRYPTION_KEYS: missing; set one or more Fernet keys, comma-separated, newest first"
+                " (python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')"
+            )
+        if self.ARGON2_MEMORY_KIB < ARGON2_MIN_MEMORY_KIB:
+            problems.append(f"ARGON2_MEMORY_KIB: below the OWASP minimum for argon2id ({ARGON2_MIN_MEMORY_KIB})")
+        if self.ARGON2_TIME_COST < ARGON2_MIN_TIME_COST:
+            problems.append(f"ARGON2_TIME_COST: below the OWASP minimum for argon2id ({ARGON2_MIN_TIME_COST} passes)")
+        if self.email_backend == "file":
+            if self.EMAIL_BACKEND == "file":
+                problems.append("EMAIL_BACKEND: file is for development; production sends mail through SMTP")
+            else:
+                problems.append("SMTP_HOST: unset; production sends mail through SMTP (files are for development)")
+        elif not self.SMTP_STARTTLS and not _is_loopback(self.SMTP_HOST or ""):
+            problems.append("SMTP_STARTTLS: must be true unless SMTP_HOST is a loopback relay")
         if self.DEBUG:
             problems.append("DEBUG: must be false")
         if not self.RATE_LIMITS_ENABLED:
@@ -336,6 +423,28 @@ def _describe_validation_error(exc: ValidationError) -> list[str]:
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{name}: {message}")
     return lines
+
+
+def _fernet_keys(text: str) -> list[bytes]:
+    keys = [item.strip().encode() for item in text.split(",") if item.strip()]
+    if not keys:
+        raise ValueError("must list at least one Fernet key")
+    for key in keys:
+        try:
+            if len(base64.urlsafe_b64decode(key)) != 32:
+                raise ValueError
+        except ValueError:
+            raise ValueError("each key must be a Fernet key (32 bytes, url-safe base64)") from None
+    return keys
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _mask_url_password(url: str) -> str:

@@ -474,3 +474,20 @@ async def test_every_login_is_a_server_side_session_row(client: httpx.AsyncClien
     for _ in range(3):
         await login(client, user["email"])
     assert await count(app, AuthSession, AuthSession.user_id == uuid.UUID(user["id"])) == 3
+
+
+async def test_request_limits_follow_the_signed_in_account_across_addresses(
+    make_settings: SettingsFactory, database_url: str, clock: FakeClock
+) -> None:
+    settings = make_settings(DATABASE_URL=database_url, RATE_LIMIT_AUTH="10000/1m", RATE_LIMIT_API="3/1h")
+    app = create_app(settings, clock=clock)
+    async with running(app, headers={"Origin": ORIGIN}) as home:
+        user = await signed_in(home)
+        bearer = {"Authorization": f"Bearer {user['session']['access_token']}"}
+        for _ in range(3):
+            assert (await home.get(f"{API}/users/me")).status_code == 200
+        elsewhere = httpx.ASGITransport(app=app, client=("10.0.0.9", 4000))
+        async with httpx.AsyncClient(transport=elsewhere, base_url="http://testserver") as cafe:
+            limited = await cafe.get(f"{API}/users/me", headers=bearer)
+            assert limited.status_code == 429
+            assert (await cafe.get(f"{API}")).status_code == 200  # the address itself still has its budget

@@ -34,6 +34,29 @@ EXPECTED_CLASSES: dict[str, str] = {
     "GET /api/v1": "api",
     "GET /api/v1/openapi.json": "api",
     "GET /api/v1/docs": "api",
+    # Anything that checks a password, a code or an emailed token is "auth".
+    "POST /api/v1/auth/register": "auth",
+    "POST /api/v1/auth/login": "auth",
+    "POST /api/v1/auth/login/mfa": "auth",
+    "POST /api/v1/auth/verify-email": "auth",
+    "POST /api/v1/auth/verify-email/resend": "auth",
+    "POST /api/v1/auth/password-reset/request": "auth",
+    "POST /api/v1/auth/password-reset/confirm": "auth",
+    "POST /api/v1/auth/password/change": "auth",
+    "POST /api/v1/auth/mfa/totp/confirm": "auth",
+    "POST /api/v1/auth/mfa/disable": "auth",
+    "POST /api/v1/auth/mfa/recovery-codes": "auth",
+    # Refresh happens every few minutes in every open tab: the general class.
+    "POST /api/v1/auth/refresh": "api",
+    "POST /api/v1/auth/logout": "api",
+    "GET /api/v1/auth/sessions": "api",
+    "DELETE /api/v1/auth/sessions/{session_id}": "api",
+    "POST /api/v1/auth/mfa/totp/setup": "api",
+    "GET /api/v1/users/me": "api",
+    "GET /api/v1/admin/users": "admin",
+    "GET /api/v1/admin/users/{user_id}": "admin",
+    "PATCH /api/v1/admin/users/{user_id}": "admin",
+    "GET /api/v1/admin/audit-log": "admin",
 }
 
 

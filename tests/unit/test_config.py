@@ -15,6 +15,8 @@ GOOD_PRODUCTION = {
     "ALLOWED_ORIGINS": "https://app.smilingsteps.example",
     "PUBLIC_BASE_URL": "https://app.smilingsteps.example",
     "DATABASE_URL": "postgresql+asyncpg://app:pw@db.internal:5432/smilingsteps",
+    "SMTP_HOST": "smtp.smilingsteps.example",
+    "ENCRYPTION_KEYS": "qJ3cKp8qK8bq3m0f1Zq2n9W4z6Yv1xT0b5Q7r8s9u2E=,Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGw=",
 }
 
 
@@ -47,6 +49,11 @@ def test_good_production_settings_have_no_problems(monkeypatch: pytest.MonkeyPat
         ("DB_SSL_MODE", "disable"),
         ("DEBUG", "true"),
         ("RATE_LIMITS_ENABLED", "false"),
+        ("SMTP_HOST", ""),
+        ("SMTP_STARTTLS", "false"),
+        ("EMAIL_BACKEND", "file"),
+        ("ARGON2_MEMORY_KIB", "8192"),
+        ("ARGON2_TIME_COST", "1"),
     ],
 )
 def test_each_insecure_production_setting_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -74,6 +81,8 @@ def test_development_starts_with_insecure_defaults_but_reports_them(monkeypatch:
         ("ALLOWED_ORIGINS", "https://a.example/path"),
         ("TRUSTED_PROXIES", "10.0.0.0/33"),
         ("DATABASE_URL", "mysql://x"),
+        ("ENCRYPTION_KEYS", "not-a-fernet-key"),
+        ("ENCRYPTION_KEYS", " , "),
         ("LOG_LEVEL", "loud"),
     ],
 )
@@ -130,3 +139,15 @@ def test_dotenv_is_read_in_development_only(monkeypatch: pytest.MonkeyPatch, tmp
     monkeypatch.delenv("APP_ENV")
     loaded = Settings.load()
     assert loaded.APP_ENV.value == "development" and loaded.PORT == 8000
+
+
+def test_production_requires_encryption_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    production = {k: v for k, v in GOOD_PRODUCTION.items() if k != "ENCRYPTION_KEYS"}
+    problems = load(monkeypatch, **production).production_problems()
+    assert [p.split(":")[0] for p in problems] == ["ENCRYPTION_KEYS"]
+
+
+def test_encryption_keys_are_listed_newest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    keys = load(monkeypatch, **GOOD_PRODUCTION).encryption_keys
+    assert [len(key) for key in keys] == [44, 44]
+    assert keys[0].startswith(b"qJ3c")

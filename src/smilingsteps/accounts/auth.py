@@ -10,12 +10,15 @@ token is verified locally and revocation is an in-memory lookup.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request, Response
+from starlette.requests import cookie_parser
+from starlette.types import Scope
 
 from smilingsteps.accounts.errors import (
     CsrfError,
@@ -28,12 +31,13 @@ from smilingsteps.accounts.errors import (
 from smilingsteps.accounts.models import Role
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.accounts.service import ClientInfo, IssuedSession
-from smilingsteps.accounts.tokens import InvalidTokenError
+from smilingsteps.accounts.tokens import AccessClaims, InvalidTokenError
 from smilingsteps.platform.context import client_ip_of, request_id_of
 from smilingsteps.platform.runtime import runtime_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
+_CLAIMS_KEY = "access_claims"
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,49 @@ def check_csrf(request: Request, kit: AuthKit, session_id: uuid.UUID) -> None:
         raise CsrfError("The request's Origin is not allowed.")
 
 
+def _decoded(scope: Scope, kit: AuthKit, token: str, now: datetime) -> AccessClaims:
+    """Decode once per request: the rate limiter and the dependency share the result."""
+    state = scope.setdefault("state", {})
+    cached = state.get(_CLAIMS_KEY)
+    if isinstance(cached, tuple) and cached[0] == token:
+        claims: AccessClaims = cached[1]
+        return claims
+    claims = kit.codec.decode_access(token, now=now)
+    state[_CLAIMS_KEY] = (token, claims)
+    return claims
+
+
+def rate_limit_identity(kit: AuthKit, now: Callable[[], datetime]) -> Callable[[Scope], str | None]:
+    """For the rate limiter: the signed-in user's id, so limits follow the account, not the address."""
+    names = CookieNames.for_kit(kit)
+
+    def identify(scope: Scope) -> str | None:
+        token = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                scheme, _, rest = value.decode("latin-1").partition(" ")
+                token = rest.strip() if scheme.lower() == "bearer" else None
+                break
+            if name == b"cookie" and token is None:
+                token = cookie_parser(value.decode("latin-1")).get(names.access)
+        if not token:
+            return None
+        try:
+            claims = _decoded(scope, kit, token, now())
+        except InvalidTokenError:
+            return None
+        return None if claims.session_id in kit.revoked else str(claims.user_id)
+
+    return identify
+
+
 def authenticate(request: Request, kit: AuthKit) -> Principal:
     bearer = _bearer(request)
     token = bearer or request.cookies.get(CookieNames.for_kit(kit).access)
     if not token:
         raise NotAuthenticatedError()
     try:
-        claims = kit.codec.decode_access(token, now=runtime_of(request).now())
+        claims = _decoded(request.scope, kit, token, runtime_of(request).now())
     except InvalidTokenError:
         raise InvalidAccessTokenError() from None
     if claims.session_id in kit.revoked:

@@ -24,7 +24,11 @@ NAMING_CONVENTION = {
 }
 
 # Each domain's models module, imported so Alembic and tests see every table.
-MODEL_MODULES: tuple[str, ...] = ()
+MODEL_MODULES: tuple[str, ...] = (
+    "smilingsteps.notifications.models",
+    "smilingsteps.audit.models",
+    "smilingsteps.accounts.models",
+)
 
 
 class Base(DeclarativeBase):

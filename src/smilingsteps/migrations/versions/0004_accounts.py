@@ -1,7 +1,7 @@
 """Accounts: users, sessions and refresh tokens, email tokens, MFA recovery codes, login throttling.
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0003
 Create Date: 2026-11-24
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 from smilingsteps.platform.models import UtcDateTime
 
 revision: str = "0004"
-down_revision: str | None = "0001"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

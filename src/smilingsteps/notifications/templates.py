@@ -1,0 +1,80 @@
+"""Email templates: for each name a subject, a plain-text body and an HTML body.
+
+Templates ship inside the package (`templates/NAME.subject.txt`, `NAME.txt`,
+`NAME.html`). HTML is autoescaped, text is not; an unknown name or a missing
+context key is a programming error and raises at once, when the message is
+queued, never later in the sender.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from types import MappingProxyType
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+APP_NAME = "Smiling Steps"
+
+# The context each template needs: the contract with the code that queues them.
+TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType(
+    {
+        "verify_email": frozenset({"full_name", "link", "expires_hours"}),
+        "password_reset": frozenset({"full_name", "link", "expires_minutes"}),
+        "account_locked": frozenset({"full_name", "locked_until", "reset_link"}),
+        "password_changed": frozenset({"full_name"}),
+        "therapist_approved": frozenset({"full_name", "link"}),
+        "therapist_rejected": frozenset({"full_name", "reason"}),
+        "mfa_changed": frozenset({"full_name", "enabled"}),
+    }
+)
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+class EmailTemplateError(ValueError):
+    """An unknown template or a context that does not fit it."""
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    text: str
+    html: str
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("smilingsteps.notifications", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.globals["app_name"] = APP_NAME
+    return env
+
+
+def render_email(template: str, context: Mapping[str, Any]) -> RenderedEmail:
+    """Render all three parts of `template`; raise EmailTemplateError when it cannot."""
+    required = TEMPLATE_CONTEXT.get(template)
+    if required is None:
+        raise EmailTemplateError(f"unknown email template {template!r}")
+    missing = sorted(required - context.keys())
+    if missing:
+        raise EmailTemplateError(f"email template {template!r} needs {', '.join(missing)}")
+    env = environment()
+    values = dict(context)
+    subject = env.get_template(f"{template}.subject.txt").render(values)
+    return RenderedEmail(
+        # One line whatever the values hold: a header cannot be split or forged.
+        subject=_WHITESPACE.sub(" ", subject).strip(),
+        text=env.get_template(f"{template}.txt").render(values).strip() + "\n",
+        html=env.get_template(f"{template}.html").render(values),
+    )
