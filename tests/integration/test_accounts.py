@@ -428,7 +428,7 @@ async def test_password_change_ends_other_sessions_and_keeps_this_one(client: ht
         json={"current_password": "not it at all 1", "new_password": "violet harbour 2031"},
         headers=csrf(client),
     )
-    assert wrong.status_code == 401
+    assert wrong.status_code == 422 and problem_type(wrong) == "wrong-current-password"
     changed = await client.post(
         f"{API}/auth/password/change",
         json={"current_password": PASSWORD, "new_password": "violet harbour 2031"},

@@ -249,3 +249,15 @@ async def test_body_at_the_limit_is_accepted(make_settings: SettingsFactory) -> 
     async with running(app) as client:
         response = await client.post("/api/v1/_test/echo", content=body, headers={"content-type": "application/json"})
     assert response.status_code == 200
+
+
+async def test_access_log_names_the_full_route_template_never_the_raw_path(web: httpx.AsyncClient) -> None:
+    from smilingsteps.platform.logging import captured_events
+
+    session_id = "4c7e0a4e-6d0f-4f55-9a61-4c1f1c0bb6b1"
+    with captured_events() as events:
+        await web.get("/api/v1/users/me")
+        await web.delete(f"/api/v1/auth/sessions/{session_id}")
+        await web.get("/api/v1/nowhere")
+    routes = [e["route"] for e in events if e.get("event") == "request"]
+    assert routes == ["/api/v1/users/me", "/api/v1/auth/sessions/{session_id}", "<unmatched>"]

@@ -34,7 +34,7 @@ from tests.conftest import SettingsFactory, running
 from tests.support.clock import FakeClock
 from tests.support.outbox import FreshDatabases, one_row, outbox_rows
 from tests.support.postgres import PostgresServer
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import SmtpServer, running_smtp_server
 
 PUBLIC = "https://app.smilingsteps.example"
 FROM_DOMAIN = "smilingsteps.example"
@@ -217,6 +217,19 @@ async def test_an_untrusted_certificate_is_refused_and_the_message_waits_for_a_r
     assert await OutboxSender(mail_settings(), db, clock=clock).run_once() == 1
     assert len(smtp_server.deliveries_to(to)) == 1
     assert (await one_row(db, to)).attempts == 2
+
+
+async def test_a_server_without_starttls_gets_nothing_in_clear_text(
+    mail_settings: SettingsFactory, db: Database, clock: FakeClock, tmp_path: Path
+) -> None:
+    to = address()
+    await queue(db, clock, to)
+    with running_smtp_server(tmp_path / "plain", starttls=False) as plain:
+        settings = mail_settings(SMTP_HOST=plain.host, SMTP_PORT=plain.port)
+        assert await OutboxSender(settings, db, clock=clock).run_once() == 0
+        assert plain.deliveries == []
+    row = await one_row(db, to)
+    assert row.status == OutboxStatus.PENDING and row.last_error is not None and "STARTTLS" in row.last_error
 
 
 # ---- retries and failures -----------------------------------------------------

@@ -121,7 +121,7 @@ class Delivery:
 class SmtpServer:
     """What the server saw. Refusals are scripted per recipient with `reply_to`."""
 
-    def __init__(self, certificates: Certificates) -> None:
+    def __init__(self, certificates: Certificates, *, starttls: bool = True) -> None:
         self.host = "127.0.0.1"
         self.port = free_port()
         self.ca_file = certificates.ca_file
@@ -132,15 +132,17 @@ class SmtpServer:
         self._always: dict[str, str] = {}
         self._holds: dict[str, Hold] = {}
         self._changed = threading.Condition()
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(str(certificates.cert_file), str(certificates.key_file))
+        context = None
+        if starttls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(certificates.cert_file), str(certificates.key_file))
         self._controller = Controller(
             _Handler(self),
             hostname=self.host,
             port=self.port,
             server_hostname="localhost",
             tls_context=context,
-            require_starttls=True,
+            require_starttls=starttls,
             authenticator=self._authenticate,
             auth_require_tls=True,
             ready_timeout=10,
@@ -257,8 +259,9 @@ class _Handler:
 
 
 @contextmanager
-def running_smtp_server(directory: Path) -> Iterator[SmtpServer]:
-    server = SmtpServer(make_certificates(directory))
+def running_smtp_server(directory: Path, *, starttls: bool = True) -> Iterator[SmtpServer]:
+    """`starttls=False`: a server that offers no STARTTLS (nothing may be sent to it)."""
+    server = SmtpServer(make_certificates(directory), starttls=starttls)
     server.start()
     try:
         yield server

@@ -24,6 +24,16 @@ class WeakPasswordError(ValidationFailedError):
         super().__init__(f"The password {problem}.", errors=[{"field": field, "location": "body", "message": problem}])
 
 
+class WrongCurrentPasswordError(ValidationFailedError):
+    """Not a 401: the caller is signed in; only the confirmation failed."""
+
+    slug, title = "wrong-current-password", "Current password not correct"
+    default_detail = "The current password is not correct."
+
+    def __init__(self) -> None:
+        super().__init__(errors=[{"field": "current_password", "location": "body", "message": "is not correct"}])
+
+
 class InvalidCredentialsError(UnauthorizedError):
     slug, title = "invalid-credentials", "Invalid credentials"
     default_detail = "The email or password is not correct."

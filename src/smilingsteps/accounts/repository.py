@@ -224,8 +224,12 @@ async def delete_recovery_codes(session: AsyncSession, user_id: uuid.UUID) -> No
 # ---- login throttling -----------------------------------------------------------
 
 
-async def throttles(session: AsyncSession, keys: Sequence[str]) -> dict[str, LoginThrottle]:
-    rows = await session.execute(select(LoginThrottle).where(LoginThrottle.key.in_(keys)).with_for_update())
+async def throttles(
+    session: AsyncSession, keys: Sequence[str], *, for_update: bool = False
+) -> dict[str, LoginThrottle]:
+    """The throttle rows of `keys`; `for_update` locks them (PostgreSQL) for a read-modify-write."""
+    statement = select(LoginThrottle).where(LoginThrottle.key.in_(keys))
+    rows = await session.execute(statement.with_for_update() if for_update else statement)
     return {row.key: row for row in rows.scalars()}
 
 

@@ -32,6 +32,7 @@ from smilingsteps.accounts.errors import (
     MfaStateError,
     RefreshTokenReusedError,
     WeakPasswordError,
+    WrongCurrentPasswordError,
 )
 from smilingsteps.accounts.models import (
     AccountStatus,
@@ -242,7 +243,7 @@ async def record_login_failure(
 
     async def work(session: AsyncSession) -> None:
         await repository.ensure_throttles(session, [account_key, ip_key], now)
-        found = await repository.throttles(session, [account_key, ip_key])
+        found = await repository.throttles(session, [account_key, ip_key], for_update=True)
         account_locked = _count_failure(kit, found[account_key], kit.settings.LOGIN_MAX_FAILURES, now)
         ip_locked = _count_failure(kit, found[ip_key], kit.settings.LOGIN_IP_MAX_FAILURES, now)
         context = client.audit(None)
@@ -603,7 +604,7 @@ async def change_password(
     user = await _existing_user(session, user_id)
     matches, _ = await kit.hasher.verify(user.password_hash, current)
     if not matches:
-        raise InvalidCredentialsError("The current password is not correct.")
+        raise WrongCurrentPasswordError()
     check_password(new, email=user.email, full_name=user.full_name, field="new_password")
     await _set_password(session, kit, user, new, now=now)
     await _revoke(session, kit, user.id, now=now, reason="password_changed", keep=session_id)

@@ -69,6 +69,12 @@ class OutboxSender:
     def job(self) -> PeriodicJob:
         return PeriodicJob(OUTBOX_JOB, self.settings.WORKER_POLL_INTERVAL, self.process_due)
 
+    def describe(self) -> dict[str, str]:
+        """Where mail goes, for the start-up log line (no credentials)."""
+        if self.backend.name == "file":
+            return {"backend": "file", "directory": str(self.settings.email_file_dir)}
+        return {"backend": self.backend.name, "host": f"{self.settings.SMTP_HOST}:{self.settings.SMTP_PORT}"}
+
     async def run_once(self) -> int:
         """Send everything due now; return how many messages were sent."""
         return await self.process_due(asyncio.Event())
@@ -276,7 +282,9 @@ class OutboxRetention:
 
 def outbox_jobs(settings: Settings, db: Database, *, clock: Clock = system_clock) -> list[PeriodicJob]:
     """The notifications domain's jobs for `smilingsteps worker`."""
-    return [OutboxSender(settings, db, clock=clock).job(), OutboxRetention(settings, db, clock=clock).job()]
+    sender = OutboxSender(settings, db, clock=clock)
+    log.info("email_sender_ready", **sender.describe())
+    return [sender.job(), OutboxRetention(settings, db, clock=clock).job()]
 
 
 class InProcessSender:
@@ -289,6 +297,7 @@ class InProcessSender:
         self._task: asyncio.Task[None] | None = None
 
     def start(self, tasks: TaskGroup) -> None:
+        log.info("email_sender_ready", in_process=True, **self.sender.describe())
         self._task = tasks.spawn(self.sender.run_forever(self._stop), name=OUTBOX_JOB)
 
     async def stop(self) -> None:

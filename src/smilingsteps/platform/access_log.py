@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import structlog
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smilingsteps.platform.context import client_ip_of
@@ -13,13 +16,38 @@ from smilingsteps.platform.logging import ACCESS_LOGGER, log_request
 log = structlog.get_logger(ACCESS_LOGGER)
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path template (never the raw path, which may hold ids or tokens)."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return str(scope.get("root_path", "")) + path
-    return "<unmatched>"
+class RouteTemplates:
+    """The full path template of a matched route (never the raw path, which may hold ids or tokens).
+
+    A route inside an included router only knows its own path (`/users/me`);
+    the app's route table flattened (`iter_route_contexts`) gives the full one.
+    """
+
+    def __init__(self) -> None:
+        self._table: tuple[int, int] = (0, -1)  # (id, length) of the route list the cache was built from
+        self._paths: dict[int, str] = {}
+
+    def _rebuild(self, routes: Sequence[BaseRoute]) -> None:
+        paths: dict[int, str] = {}
+        for context in iter_route_contexts(routes):
+            if context.path is not None:
+                paths.setdefault(id(context.original_route), context.path)
+        self._paths, self._table = paths, (id(routes), len(routes))
+
+    def __call__(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return "<unmatched>"
+        routes = getattr(scope.get("app"), "routes", None)
+        if routes is not None and (id(routes), len(routes)) != self._table:
+            self._rebuild(routes)
+        path = self._paths.get(id(route)) or getattr(route, "path", None)
+        if isinstance(path, str):
+            return str(scope.get("root_path", "")) + path
+        return "<unmatched>"
+
+
+route_template = RouteTemplates()
 
 
 class AccessLogMiddleware:
