@@ -142,3 +142,13 @@ def test_log_dir_writes_rotating_error_combined_and_http_files(tmp_path: Path) -
     assert (tmp_path / "combined.log.1").exists() and not (tmp_path / "combined.log.3").exists()
     for file in tmp_path.iterdir():
         assert PLANTED["password"] not in file.read_text()
+
+
+async def test_database_drivers_never_log_bound_values_even_at_debug(captured: io.StringIO, tmp_path: Path) -> None:
+    import aiosqlite
+
+    secret_value = "reset-token-planted-in-a-query"
+    async with aiosqlite.connect(tmp_path / "x.db") as connection:
+        await connection.execute("CREATE TABLE t (v TEXT)")
+        await connection.execute("INSERT INTO t VALUES (?)", (secret_value,))
+    assert secret_value not in captured.getvalue()

@@ -37,6 +37,8 @@ from structlog.types import EventDict, Processor, WrappedLogger
 from smilingsteps.config import Settings
 
 ACCESS_LOGGER = "smilingsteps.http"
+# Libraries whose debug output holds SQL bound values or message contents.
+QUIET_DRIVER_LOGGERS = ("aiosqlite", "asyncpg", "aiosmtplib", "mail.log")
 REDACTED = "[REDACTED]"
 
 _SENSITIVE_KEY = re.compile(
@@ -428,6 +430,9 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # Their debug lines carry SQL with its bound values (tokens, emails): never below info.
+    for name in QUIET_DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
     structlog.configure(
         processors=[*_pipeline(), emit],
