@@ -19,6 +19,7 @@ from smilingsteps.app import create_app
 from smilingsteps.config import Settings
 from smilingsteps.platform import migrate
 from smilingsteps.platform.logging import configure_logging
+from tests.support.outbox import FreshDatabases
 from tests.support.postgres import PostgresServer, acquire_server, with_database
 from tests.support.redis_server import acquire_url
 from tests.support.smtp import SmtpServer, running_smtp_server
@@ -89,6 +90,22 @@ def smtp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer
     """A real SMTP server (STARTTLS, test CA in `ca_file`); tests use unique recipients."""
     with running_smtp_server(tmp_path_factory.mktemp("smtp")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+async def outbox_databases(
+    backend: str, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[FreshDatabases]:
+    """Fresh databases migrated for the outbox, for tests whose sender must see only their own mail."""
+    databases = FreshDatabases(backend, tmp_path_factory.mktemp("outbox"), postgres_server.admin_url)
+    yield databases
+    await databases.close()
+
+
+@pytest.fixture
+async def outbox_url(outbox_databases: FreshDatabases) -> AsyncIterator[str]:
+    async with outbox_databases.create() as url:
+        yield url
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from smilingsteps.accounts.models import User
 from smilingsteps.app import create_app
 from smilingsteps.config import Settings
 from smilingsteps.notifications.tasks import OutboxSender
-from smilingsteps.platform.runtime import Runtime
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import (
     ORIGIN,
@@ -33,6 +32,7 @@ from tests.support.accounts import (
     plain_text,
     problem_type,
     register,
+    runtime,
     signed_in,
     tokens_to,
 )
@@ -98,12 +98,6 @@ async def app(settings: Settings, clock: FakeClock) -> FastAPI:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with running(app, headers={"Origin": ORIGIN}) as client:
         yield client
-
-
-def runtime(app: FastAPI) -> Runtime:
-    value = app.state.runtime
-    assert isinstance(value, Runtime)
-    return value
 
 
 async def mail_for(app: FastAPI, clock: FakeClock, smtp: SmtpServer, address: str) -> list[EmailMessage]:

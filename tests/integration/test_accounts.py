@@ -16,7 +16,6 @@ from smilingsteps.accounts.models import AuthSession, User
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
 from smilingsteps.config import Settings
-from smilingsteps.platform.runtime import Runtime
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import (
     ORIGIN,
@@ -28,6 +27,7 @@ from tests.support.accounts import (
     problem_type,
     register,
     registration,
+    runtime,
     signed_in,
 )
 from tests.support.clock import FakeClock
@@ -54,12 +54,6 @@ async def app(settings: Settings, clock: FakeClock) -> FastAPI:
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with running(app, headers={"Origin": ORIGIN}) as client:
         yield client
-
-
-def runtime(app: FastAPI) -> Runtime:
-    value = app.state.runtime
-    assert isinstance(value, Runtime)
-    return value
 
 
 async def count(app: FastAPI, model: Any, *conditions: Any) -> int:

@@ -32,29 +32,13 @@ from smilingsteps.platform.db import Database
 from smilingsteps.platform.logging import captured_events
 from tests.conftest import SettingsFactory, running
 from tests.support.clock import FakeClock
-from tests.support.outbox import FreshDatabases, one_row, outbox_rows
-from tests.support.postgres import PostgresServer
+from tests.support.outbox import one_row, outbox_rows
 from tests.support.smtp import SmtpServer, running_smtp_server
 
 PUBLIC = "https://app.smilingsteps.example"
 FROM_DOMAIN = "smilingsteps.example"
 BASE_DELAY = 60.0
 MAX_DELAY = 3600.0
-
-
-@pytest.fixture(scope="session")
-async def outbox_databases(
-    backend: str, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FreshDatabases]:
-    databases = FreshDatabases(backend, tmp_path_factory.mktemp("outbox"), postgres_server.admin_url)
-    yield databases
-    await databases.close()
-
-
-@pytest.fixture
-async def outbox_url(outbox_databases: FreshDatabases) -> AsyncIterator[str]:
-    async with outbox_databases.create() as url:
-        yield url
 
 
 @pytest.fixture

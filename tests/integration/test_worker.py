@@ -22,25 +22,9 @@ from smilingsteps.platform.db import Database
 from smilingsteps.platform.jobs import PeriodicJob, run_jobs, run_jobs_once
 from smilingsteps.platform.logging import captured_events
 from tests.conftest import TEST_SECRET, SettingsFactory
-from tests.support.outbox import FreshDatabases, one_row
-from tests.support.postgres import PostgresServer
+from tests.support.outbox import one_row
 from tests.support.processes import clean_env, cli_command, run_cli, wait_for_line
 from tests.support.smtp import SmtpServer
-
-
-@pytest.fixture(scope="session")
-async def outbox_databases(
-    backend: str, postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[FreshDatabases]:
-    databases = FreshDatabases(backend, tmp_path_factory.mktemp("worker"), postgres_server.admin_url)
-    yield databases
-    await databases.close()
-
-
-@pytest.fixture
-async def outbox_url(outbox_databases: FreshDatabases) -> AsyncIterator[str]:
-    async with outbox_databases.create() as url:
-        yield url
 
 
 @pytest.fixture

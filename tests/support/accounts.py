@@ -9,9 +9,19 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pyotp
+from fastapi import FastAPI
+
+from smilingsteps.platform.runtime import Runtime
 
 ORIGIN = "http://127.0.0.1:8000"  # the default PUBLIC_BASE_URL's origin, allowed by default
 PASSWORD = "tangerine lantern 42"
+
+
+def runtime(app: FastAPI) -> Runtime:
+    """The running app's state (database, clock)."""
+    value = app.state.runtime
+    assert isinstance(value, Runtime)
+    return value
 
 
 def new_email(tag: str = "user") -> str:

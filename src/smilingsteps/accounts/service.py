@@ -386,8 +386,7 @@ async def _accept_second_factor(
 ) -> str | None:
     if code is not None:
         fresh = await _existing_user(session, user_id)
-        step = totp.matching_step(secret, code, now=now, after_step=fresh.mfa_last_step)
-        if step is not None and await repository.accept_totp_step(session, user_id, step):
+        if await _spend_totp_code(session, fresh, secret, code, now=now):
             return "totp"
         return None
     if recovery_code is not None and await repository.use_recovery_code(
@@ -395,6 +394,12 @@ async def _accept_second_factor(
     ):
         return "recovery_code"
     return None
+
+
+async def _spend_totp_code(session: AsyncSession, user: User, secret: str, code: str, *, now: datetime) -> bool:
+    """True when `code` is valid now and newer than any code this user already used (then it is used up)."""
+    step = totp.matching_step(secret, code, now=now, after_step=user.mfa_last_step)
+    return step is not None and await repository.accept_totp_step(session, user.id, step)
 
 
 async def _start_session(
@@ -561,28 +566,29 @@ async def revoke_session(
     target = await repository.session_of(session, user_id, session_id)
     if target is None or target.revoked_at is not None:
         raise NotFoundError("No such active session.")
-    await _revoke(session, kit, user_id, now=now, reason="revoked_by_user", only=session_id)
-    await record(
-        session,
-        action="auth.session.revoked",
-        context=client.audit(user_id),
-        now=now,
-        target_type="session",
-        target_id=str(session_id),
-    )
+    await _end_session(session, kit, user_id, session_id, reason="revoked_by_user", now=now, client=client)
 
 
 async def logout(
     session: AsyncSession, kit: AuthKit, user_id: uuid.UUID, session_id: uuid.UUID, *, now: datetime, client: ClientInfo
 ) -> None:
-    await _revoke(session, kit, user_id, now=now, reason="logout", only=session_id)
+    await _end_session(session, kit, user_id, session_id, reason="logout", now=now, client=client)
+
+
+async def _end_session(
+    session: AsyncSession,
+    kit: AuthKit,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    *,
+    reason: str,
+    now: datetime,
+    client: ClientInfo,
+) -> None:
+    await _revoke(session, kit, user_id, now=now, reason=reason, only=session_id)
+    action = "auth.logout" if reason == "logout" else "auth.session.revoked"
     await record(
-        session,
-        action="auth.logout",
-        context=client.audit(user_id),
-        now=now,
-        target_type="session",
-        target_id=str(session_id),
+        session, action=action, context=client.audit(user_id), now=now, target_type="session", target_id=str(session_id)
     )
 
 
@@ -731,8 +737,7 @@ async def confirm_totp_enrolment(
     if user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Start enrolment first." if not user.mfa_enabled else "Already enabled.")
     secret = kit.encryptor.decrypt(user.mfa_secret)
-    step = totp.matching_step(secret, code, now=now, after_step=user.mfa_last_step)
-    if step is None or not await repository.accept_totp_step(session, user.id, step):
+    if not await _spend_totp_code(session, user, secret, code, now=now):
         raise InvalidMfaError()
     user.mfa_enabled_at = now
     user.updated_at = now
@@ -761,8 +766,7 @@ async def disable_mfa(
     if not user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Two-factor authentication is not on.")
     matches, _ = await kit.hasher.verify(user.password_hash, password)
-    step = totp.matching_step(kit.encryptor.decrypt(user.mfa_secret), code, now=now, after_step=user.mfa_last_step)
-    if not matches or step is None or not await repository.accept_totp_step(session, user.id, step):
+    if not matches or not await _spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now):
         raise InvalidMfaError("The password or the verification code is not correct.")
     user.mfa_secret = None
     user.mfa_enabled_at = None
@@ -778,8 +782,7 @@ async def regenerate_recovery_codes(
     user = await _existing_user(session, user_id)
     if not user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Two-factor authentication is not on.")
-    step = totp.matching_step(kit.encryptor.decrypt(user.mfa_secret), code, now=now, after_step=user.mfa_last_step)
-    if step is None or not await repository.accept_totp_step(session, user.id, step):
+    if not await _spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now):
         raise InvalidMfaError()
     codes = totp.new_recovery_codes()
     await repository.replace_recovery_codes(session, user.id, [totp.recovery_code_hash(c) for c in codes], now)
