@@ -152,6 +152,25 @@ def test_expiry_follows_the_injected_clock(codec: TokenCodec) -> None:
         codec.decode_access(token, now=NOW + timedelta(minutes=15))
 
 
+def test_a_token_verified_before_still_expires(codec: TokenCodec) -> None:
+    token = issue(codec)
+    first = codec.decode_access(token, now=NOW)
+    assert codec.decode_access(token, now=NOW + timedelta(minutes=1)) is first  # from the cache
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(token, now=NOW + timedelta(minutes=15))
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(tampered, now=NOW)
+
+
+def test_the_verified_cache_is_bounded(codec: TokenCodec) -> None:
+    from smilingsteps.accounts.tokens import VERIFIED_CACHE_SIZE
+
+    for _ in range(VERIFIED_CACHE_SIZE + 10):
+        codec.decode_access(issue(codec), now=NOW)
+    assert len(codec._verified) == VERIFIED_CACHE_SIZE
+
+
 def test_an_mfa_challenge_is_not_an_access_token(codec: TokenCodec) -> None:
     challenge = codec.issue_mfa_challenge(user_id=USER, now=NOW, ttl=timedelta(minutes=5))
     with pytest.raises(InvalidTokenError):

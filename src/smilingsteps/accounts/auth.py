@@ -35,6 +35,8 @@ from smilingsteps.accounts.tokens import AccessClaims, InvalidTokenError
 from smilingsteps.platform.context import client_ip_of, request_id_of
 from smilingsteps.platform.runtime import runtime_of
 
+# Dependencies here are `async def` on purpose: a plain `def` dependency runs in
+# a worker thread, and that hop costs more than the whole check.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
 _CLAIMS_KEY = "access_claims"
@@ -65,7 +67,7 @@ class Principal:
     mfa: bool
 
 
-def auth_kit(request: Request) -> AuthKit:
+async def auth_kit(request: Request) -> AuthKit:
     kit = getattr(request.app.state, "auth", None)
     if not isinstance(kit, AuthKit):
         raise RuntimeError("the accounts toolkit is not installed")
@@ -75,14 +77,14 @@ def auth_kit(request: Request) -> AuthKit:
 AuthKitDep = Annotated[AuthKit, Depends(auth_kit)]
 
 
-def now_of(request: Request) -> datetime:
+async def now_of(request: Request) -> datetime:
     return runtime_of(request).now()
 
 
 Now = Annotated[datetime, Depends(now_of)]
 
 
-def client_info(request: Request) -> ClientInfo:
+async def client_info(request: Request) -> ClientInfo:
     return ClientInfo(
         ip=client_ip_of(request.scope),
         user_agent=request.headers.get("user-agent", "")[:256],
@@ -126,13 +128,19 @@ def check_csrf(request: Request, kit: AuthKit, session_id: uuid.UUID) -> None:
 
 
 def _decoded(scope: Scope, kit: AuthKit, token: str, now: datetime) -> AccessClaims:
-    """Decode once per request: the rate limiter and the dependency share the result."""
+    """Decode once per request: the rate limiter and the dependency share the result (or the failure)."""
     state = scope.setdefault("state", {})
     cached = state.get(_CLAIMS_KEY)
     if isinstance(cached, tuple) and cached[0] == token:
+        if cached[1] is None:
+            raise InvalidTokenError("already refused in this request")
         claims: AccessClaims = cached[1]
         return claims
-    claims = kit.codec.decode_access(token, now=now)
+    try:
+        claims = kit.codec.decode_access(token, now=now)
+    except InvalidTokenError:
+        state[_CLAIMS_KEY] = (token, None)
+        raise
     state[_CLAIMS_KEY] = (token, claims)
     return claims
 
@@ -187,14 +195,14 @@ def authenticate(request: Request, kit: AuthKit) -> Principal:
     )
 
 
-def current_user(request: Request, kit: AuthKitDep) -> Principal:
+async def current_user(request: Request, kit: AuthKitDep) -> Principal:
     return authenticate(request, kit)
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
-def verified_user(user: CurrentUser) -> Principal:
+async def verified_user(user: CurrentUser) -> Principal:
     if not user.email_verified:
         raise EmailNotVerifiedError()
     return user
@@ -203,7 +211,7 @@ def verified_user(user: CurrentUser) -> Principal:
 VerifiedUser = Annotated[Principal, Depends(verified_user)]
 
 
-def therapist_user(user: VerifiedUser) -> Principal:
+async def therapist_user(user: VerifiedUser) -> Principal:
     """A verified therapist; whether they are approved is checked where it matters (bookings)."""
     if user.role is not Role.THERAPIST:
         raise RoleRequiredError("This is for therapists.")
@@ -213,7 +221,7 @@ def therapist_user(user: VerifiedUser) -> Principal:
 TherapistUser = Annotated[Principal, Depends(therapist_user)]
 
 
-def admin_user(user: CurrentUser) -> Principal:
+async def admin_user(user: CurrentUser) -> Principal:
     """An administrator whose session was signed in with a second factor."""
     if user.role is not Role.ADMIN:
         raise RoleRequiredError("This is for administrators.")

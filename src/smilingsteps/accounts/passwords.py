@@ -81,8 +81,16 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         self._slots = asyncio.Semaphore(max_concurrent)
-        # Compared against when the account does not exist, so the answer takes as long.
-        self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
+        self._dummy_hash: str | None = None
+
+    def warm_up(self) -> str:
+        """The hash that stands in for a missing account, made once (one full hash; at start-up).
+
+        It is compared against when the account does not exist, so the answer takes as long.
+        """
+        if self._dummy_hash is None:
+            self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(24))
+        return self._dummy_hash
 
     def hash_sync(self, password: str) -> str:
         return self._hasher.hash(password)
@@ -93,7 +101,7 @@ class PasswordHasher:
 
     def _verify(self, stored: str | None, password: str) -> tuple[bool, bool]:
         try:
-            self._hasher.verify(stored or self._dummy_hash, password)
+            self._hasher.verify(stored if stored is not None else self.warm_up(), password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False, False
         if stored is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
 from smilingsteps.accounts import service
 from smilingsteps.accounts.auth import (
@@ -210,13 +210,16 @@ def build_router() -> APIRouter:
         *,
         body: PasswordResetRequestIn,
         request: Request,
-        session: DbSession,
+        background: BackgroundTasks,
+        runtime: RuntimeDep,
         kit: AuthKitDep,
         now: Now,
         client: Client,
     ) -> Response:
         _refuse_foreign_origin(request, kit)
-        await service.request_password_reset(session, kit, body.email, now=now, client=client)
+        # The work happens after the answer, so an existing account cannot be
+        # told from a missing one by how long the 202 takes.
+        background.add_task(service.send_password_reset, runtime.db, kit, body.email, now=now, client=client)
         return Response(status_code=status.HTTP_202_ACCEPTED)
 
     @router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)

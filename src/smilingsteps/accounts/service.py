@@ -633,6 +633,14 @@ async def _set_password(session: AsyncSession, kit: AuthKit, user: User, passwor
     )
 
 
+async def send_password_reset(db: Database, kit: AuthKit, email: str, *, now: datetime, client: ClientInfo) -> None:
+    """`request_password_reset` in its own transaction, run after the 202 was sent; failures are logged."""
+    try:
+        await db.run_transaction(lambda session: request_password_reset(session, kit, email, now=now, client=client))
+    except Exception as exc:
+        log.error("password_reset_request_failed", error=type(exc).__name__, exc_info=exc)
+
+
 async def request_password_reset(
     session: AsyncSession, kit: AuthKit, email: str, *, now: datetime, client: ClientInfo
 ) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,7 @@ AUDIENCE = "smilingsteps-api"
 ACCESS = "access"
 MFA_CHALLENGE = "mfa-challenge"
 _REQUIRED = ["exp", "iat", "aud", "iss", "sub", "typ", "jti"]
+VERIFIED_CACHE_SIZE = 4096
 
 
 class InvalidTokenError(Exception):
@@ -47,6 +49,8 @@ class TokenCodec:
         self._key = derive_key(secret, "jwt")
         self._csrf_key = derive_key(secret, "csrf")
         self.issuer = issuer
+        # PyJWT's decode costs tens of microseconds; most requests repeat a token.
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
@@ -101,9 +105,20 @@ class TokenCodec:
         )
 
     def decode_access(self, token: str, *, now: datetime) -> AccessClaims:
+        """Verified claims of an access token; a token verified before is only checked for expiry.
+
+        The cache holds exact token strings whose signature and claims already
+        passed, so a hit can be trusted; revocation is checked by the caller.
+        """
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached.expires_at <= now.timestamp():
+                raise InvalidTokenError("expired")
+            self._verified.move_to_end(token)
+            return cached
         claims = self._decode(token, typ=ACCESS, now=now)
         try:
-            return AccessClaims(
+            decoded = AccessClaims(
                 user_id=uuid.UUID(claims["sub"]),
                 session_id=uuid.UUID(claims["sid"]),
                 role=str(claims["role"]),
@@ -113,6 +128,10 @@ class TokenCodec:
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidTokenError("malformed claims") from None
+        self._verified[token] = decoded
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return decoded
 
     def issue_mfa_challenge(self, *, user_id: uuid.UUID, now: datetime, ttl: timedelta) -> str:
         """Proof that the password step passed; grants nothing but the second step."""

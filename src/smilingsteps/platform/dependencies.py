@@ -1,4 +1,8 @@
-"""Typed request dependencies shared by every domain."""
+"""Typed request dependencies shared by every domain.
+
+They are `async def` although they do not await: FastAPI runs a plain `def`
+dependency in a worker thread, which costs tens of microseconds per request.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +16,11 @@ from smilingsteps.config import Settings
 from smilingsteps.platform.runtime import Runtime, runtime_of
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return runtime_of(request)
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return runtime_of(request).settings
 
 
