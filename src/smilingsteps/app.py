@@ -20,6 +20,7 @@ from smilingsteps.accounts import router as accounts_router
 from smilingsteps.accounts.auth import rate_limit_identity
 from smilingsteps.accounts.security import AuthKit, build_auth_kit
 from smilingsteps.admin import router as admin_router
+from smilingsteps.bookings import router as bookings_router
 from smilingsteps.config import Settings
 from smilingsteps.notifications.tasks import InProcessSender
 from smilingsteps.platform import health, metrics
@@ -47,6 +48,7 @@ from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.runtime import Runtime
 from smilingsteps.platform.security_headers import SecurityHeadersMiddleware, content_security_policy
 from smilingsteps.platform.versioning import API_PREFIX
+from smilingsteps.therapists import router as therapists_router
 
 log = structlog.get_logger("smilingsteps.app")
 DOCS_CDN = "https://cdn.jsdelivr.net"
@@ -58,6 +60,8 @@ def build_api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX, route_class=ApiRoute)
     api.include_router(accounts_router.build_router())
     api.include_router(admin_router.build_router())
+    api.include_router(therapists_router.build_router())
+    api.include_router(bookings_router.build_router())
 
     @api.get("", summary="API index", tags=["meta"])
     async def api_index() -> dict[str, Any]:

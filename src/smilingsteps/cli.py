@@ -120,9 +120,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def worker_jobs(settings: Settings, db: Database) -> list[PeriodicJob]:
     """Every periodic job `smilingsteps worker` runs; each domain adds its own here."""
+    from smilingsteps.bookings.tasks import BookingJobs
     from smilingsteps.notifications.tasks import outbox_jobs
 
-    return [*outbox_jobs(settings, db)]
+    return [*outbox_jobs(settings, db), *BookingJobs(settings, db).jobs()]
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

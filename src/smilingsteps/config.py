@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     PASSWORD_RESET_TTL_MINUTES: int = Field(default=30, ge=5, le=1440)
     ENCRYPTION_KEYS: SecretStr | None = None
 
+    BOOKING_MIN_NOTICE_HOURS: int = Field(default=12, ge=0, le=720)
+    BOOKING_HORIZON_DAYS: int = Field(default=60, ge=1, le=365)
+    BOOKING_HOLD_MINUTES: int = Field(default=10, ge=1, le=120)
+    BOOKING_FREE_CANCELLATION_HOURS: int = Field(default=24, ge=0, le=720)
+
     SHUTDOWN_READINESS_DELAY: float = Field(default=5.0, ge=0, le=120)
     SHUTDOWN_TIMEOUT: float = Field(default=25.0, gt=0, le=600)
 

@@ -57,6 +57,22 @@ EXPECTED_CLASSES: dict[str, str] = {
     "GET /api/v1/admin/users/{user_id}": "admin",
     "PATCH /api/v1/admin/users/{user_id}": "admin",
     "GET /api/v1/admin/audit-log": "admin",
+    "GET /api/v1/therapists": "api",
+    "GET /api/v1/therapists/me": "api",
+    "PUT /api/v1/therapists/me": "api",
+    "GET /api/v1/therapists/me/availability": "api",
+    "PUT /api/v1/therapists/me/availability": "api",
+    "GET /api/v1/therapists/{therapist_id}": "api",
+    "GET /api/v1/therapists/{therapist_id}/slots": "api",
+    "POST /api/v1/bookings": "api",
+    "GET /api/v1/bookings": "api",
+    "GET /api/v1/bookings/{booking_id}": "api",
+    "POST /api/v1/bookings/{booking_id}/cancel": "api",
+    "POST /api/v1/bookings/{booking_id}/reschedule": "api",
+    "POST /api/v1/bookings/{booking_id}/outcome": "api",
+    "PUT /api/v1/bookings/{booking_id}/notes": "api",
+    "GET /api/v1/bookings/{booking_id}/notes": "api",
+    "POST /api/v1/admin/bookings/{booking_id}/confirm": "admin",
 }
 
 

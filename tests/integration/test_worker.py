@@ -74,7 +74,12 @@ async def test_worker_once_sends_what_is_due_and_exits(
     logged = events(result.stdout)
     names = [event["event"] for event in logged]
     assert names.index("worker_started") < names.index("email_sent") < names.index("worker_stopped")
-    assert logged[names.index("worker_started")]["jobs"] == ["email-outbox", "email-outbox-retention"]
+    assert logged[names.index("worker_started")]["jobs"] == [
+        "email-outbox",
+        "email-outbox-retention",
+        "booking-hold-expiry",
+        "booking-reminders",
+    ]
     assert to not in result.stdout + result.stderr
     assert (await one_row(db, to)).status == OutboxStatus.SENT
 

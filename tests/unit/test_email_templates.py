@@ -29,6 +29,40 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "therapist_approved": {"full_name": "Dr Otieno", "link": "https://app.example/therapist/availability"},
     "therapist_rejected": {"full_name": "Dr Otieno", "reason": "The licence number could not be verified."},
     "mfa_changed": {"full_name": "Amani", "enabled": True},
+    "booking_received": {
+        "full_name": "Amani",
+        "other_name": "Dr Otieno",
+        "when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
+        "hold_minutes": 10,
+        "link": "https://app.example/bookings/1",
+    },
+    "booking_confirmed": {
+        "full_name": "Amani",
+        "other_name": "Dr Otieno",
+        "when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
+        "link": "https://app.example/bookings/1",
+    },
+    "booking_cancelled": {
+        "full_name": "Amani",
+        "other_name": "Dr Otieno",
+        "when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
+        "cancelled_by": "your therapist",
+        "refund_note": "The full fee will be refunded.",
+    },
+    "booking_rescheduled": {
+        "full_name": "Amani",
+        "other_name": "Dr Otieno",
+        "when": "Tuesday 4 May 2027, 11:00 (Africa/Nairobi)",
+        "previous_when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
+        "link": "https://app.example/bookings/1",
+    },
+    "booking_reminder": {
+        "full_name": "Amani",
+        "other_name": "Dr Otieno",
+        "when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
+        "lead": "tomorrow",
+        "link": "https://app.example/bookings/1",
+    },
 }
 
 

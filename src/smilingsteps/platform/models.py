@@ -28,6 +28,8 @@ MODEL_MODULES: tuple[str, ...] = (
     "smilingsteps.notifications.models",
     "smilingsteps.audit.models",
     "smilingsteps.accounts.models",
+    "smilingsteps.therapists.models",
+    "smilingsteps.bookings.models",
 )
 
 

@@ -1,0 +1,136 @@
+"""Every bookings query. Reads of one booking take the caller's id, so nobody can load
+someone else's booking by guessing its id."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import CursorResult, and_, delete, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
+
+
+def _live(now: datetime):  # type: ignore[no-untyped-def]
+    """Active and, for a hold, not yet expired (an expired hold frees its slot before the job marks it)."""
+    return and_(
+        Booking.status.in_(ACTIVE_VALUES),
+        or_(Booking.status != BookingStatus.HELD.value, Booking.hold_expires_at > now),
+    )
+
+
+async def take_write_lock(session: AsyncSession) -> None:
+    """On SQLite, become the single writer now, so the checks below and the insert are one step.
+
+    PostgreSQL needs no lock: its exclusion constraints decide between racing inserts.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("DELETE FROM bookings WHERE 0 = 1"))
+
+
+async def busy_between(
+    session: AsyncSession,
+    therapist_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime,
+    excluding: uuid.UUID | None = None,
+) -> list[tuple[datetime, datetime]]:
+    """(starts_at, blocks_until) of the therapist's live bookings overlapping [start, end)."""
+    statement = select(Booking.starts_at, Booking.blocks_until).where(
+        Booking.therapist_id == therapist_id, Booking.starts_at < end, Booking.blocks_until > start, _live(now)
+    )
+    if excluding is not None:
+        statement = statement.where(Booking.id != excluding)
+    return [(row[0], row[1]) for row in await session.execute(statement.order_by(Booking.starts_at))]
+
+
+async def client_overlaps(
+    session: AsyncSession,
+    client_id: uuid.UUID,
+    start: datetime,
+    end: datetime,
+    *,
+    now: datetime,
+    excluding: uuid.UUID | None = None,
+) -> bool:
+    statement = select(Booking.id).where(
+        Booking.client_id == client_id, Booking.starts_at < end, Booking.ends_at > start, _live(now)
+    )
+    if excluding is not None:
+        statement = statement.where(Booking.id != excluding)
+    return (await session.execute(statement.limit(1))).first() is not None
+
+
+async def expire_stale_holds(session: AsyncSession, *, now: datetime, therapist_id: uuid.UUID | None = None) -> int:
+    """Holds past their expiry become `expired` (all of them, or one therapist's before a booking)."""
+    statement = update(Booking).where(Booking.status == BookingStatus.HELD.value, Booking.hold_expires_at <= now)
+    if therapist_id is not None:
+        statement = statement.where(Booking.therapist_id == therapist_id)
+    result = await session.execute(
+        statement.values(status=BookingStatus.EXPIRED.value, updated_at=now).execution_options(
+            synchronize_session=False
+        )
+    )
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+async def booking_for(session: AsyncSession, booking_id: uuid.UUID, user_id: uuid.UUID) -> Booking | None:
+    """The booking if `user_id` is its client or its therapist; None otherwise (callers answer 404)."""
+    return (
+        await session.execute(
+            select(Booking).where(
+                Booking.id == booking_id, or_(Booking.client_id == user_id, Booking.therapist_id == user_id)
+            )
+        )
+    ).scalar_one_or_none()
+
+
+async def booking_by_id(session: AsyncSession, booking_id: uuid.UUID) -> Booking | None:
+    """Any booking, for administrators and the payment flow only."""
+    return await session.get(Booking, booking_id)
+
+
+async def bookings_of(
+    session: AsyncSession, user_id: uuid.UUID, *, status: str | None, limit: int, offset: int
+) -> Sequence[Booking]:
+    statement = select(Booking).where(or_(Booking.client_id == user_id, Booking.therapist_id == user_id))
+    if status is not None:
+        statement = statement.where(Booking.status == status)
+    rows = await session.execute(statement.order_by(Booking.starts_at.desc(), Booking.id).limit(limit).offset(offset))
+    return rows.scalars().all()
+
+
+async def replace_reminders(session: AsyncSession, booking_id: uuid.UUID, reminders: Sequence[BookingReminder]) -> None:
+    """Unsent reminders go; the new ones (possibly none) take their place."""
+    await session.execute(
+        delete(BookingReminder).where(BookingReminder.booking_id == booking_id, BookingReminder.sent_at.is_(None))
+    )
+    session.add_all(reminders)
+
+
+async def claim_due_reminders(
+    session: AsyncSession, *, now: datetime, limit: int
+) -> list[tuple[BookingReminder, Booking]]:
+    """Due, unsent reminders with their bookings, locked so a second worker skips them."""
+    statement = (
+        select(BookingReminder, Booking)
+        .join(Booking, Booking.id == BookingReminder.booking_id)
+        .where(BookingReminder.sent_at.is_(None), BookingReminder.due_at <= now)
+        .order_by(BookingReminder.due_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=BookingReminder)
+    )
+    return [(row[0], row[1]) for row in await session.execute(statement)]
+
+
+async def note_for(session: AsyncSession, booking_id: uuid.UUID, therapist_id: uuid.UUID) -> SessionNote | None:
+    return (
+        await session.execute(
+            select(SessionNote).where(SessionNote.booking_id == booking_id, SessionNote.therapist_id == therapist_id)
+        )
+    ).scalar_one_or_none()

@@ -1,0 +1,135 @@
+"""Bookings HTTP: parse, authorise, one service call, shape the answer."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, status
+
+from smilingsteps.accounts.auth import AdminUser, AuthKitDep, Client, CurrentUser, Now, Principal, VerifiedUser
+from smilingsteps.accounts.service import ClientInfo
+from smilingsteps.bookings import service
+from smilingsteps.bookings.models import BookingStatus
+from smilingsteps.bookings.schemas import BookingIn, BookingOut, CancelIn, NoteIn, NoteOut, OutcomeIn, RescheduleIn
+from smilingsteps.platform.dependencies import DbSession, SettingsDep
+from smilingsteps.platform.ratelimit.policies import rate_limited
+from smilingsteps.platform.routing import ApiRoute
+
+ADMIN = rate_limited("admin")
+StatusFilter = Literal[
+    "held", "pending_payment", "confirmed", "completed", "no_show_client", "no_show_therapist", "cancelled", "expired"
+]
+
+
+def _actor(user: Principal, client: ClientInfo) -> service.Actor:
+    return service.Actor(user_id=user.user_id, role=user.role, audit=client.audit(user.user_id))
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(route_class=ApiRoute, tags=["bookings"])
+
+    @router.post("/bookings", status_code=status.HTTP_201_CREATED)
+    async def create(
+        *, body: BookingIn, user: VerifiedUser, session: DbSession, settings: SettingsDep, now: Now, client: Client
+    ) -> BookingOut:
+        booking = await service.create_hold(
+            session,
+            settings,
+            _actor(user, client),
+            body.therapist_id,
+            body.starts_at,
+            client_timezone=body.timezone,
+            now=now,
+        )
+        return BookingOut.model_validate(booking)
+
+    @router.get("/bookings")
+    async def list_mine(
+        *,
+        user: CurrentUser,
+        session: DbSession,
+        status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+        offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    ) -> list[BookingOut]:
+        found = await service.bookings_of(session, user.user_id, status=status_, limit=limit, offset=offset)
+        return [BookingOut.model_validate(b) for b in found]
+
+    @router.get("/bookings/{booking_id}")
+    async def get_one(*, booking_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BookingOut:
+        return BookingOut.model_validate(await service.booking_of(session, user.user_id, booking_id))
+
+    @router.post("/bookings/{booking_id}/cancel")
+    async def cancel(
+        *,
+        booking_id: uuid.UUID,
+        body: CancelIn,
+        user: CurrentUser,
+        session: DbSession,
+        settings: SettingsDep,
+        now: Now,
+        client: Client,
+    ) -> BookingOut:
+        booking = await service.cancel(session, settings, _actor(user, client), booking_id, reason=body.reason, now=now)
+        return BookingOut.model_validate(booking)
+
+    @router.post("/bookings/{booking_id}/reschedule")
+    async def reschedule(
+        *,
+        booking_id: uuid.UUID,
+        body: RescheduleIn,
+        user: CurrentUser,
+        session: DbSession,
+        settings: SettingsDep,
+        now: Now,
+        client: Client,
+    ) -> BookingOut:
+        booking = await service.reschedule(session, settings, _actor(user, client), booking_id, body.starts_at, now=now)
+        return BookingOut.model_validate(booking)
+
+    @router.post("/bookings/{booking_id}/outcome")
+    async def outcome(
+        *, booking_id: uuid.UUID, body: OutcomeIn, user: CurrentUser, session: DbSession, now: Now, client: Client
+    ) -> BookingOut:
+        booking = await service.record_outcome(
+            session, _actor(user, client), booking_id, BookingStatus(body.outcome), now=now
+        )
+        return BookingOut.model_validate(booking)
+
+    @router.put("/bookings/{booking_id}/notes", status_code=status.HTTP_204_NO_CONTENT)
+    async def write_note(
+        *,
+        booking_id: uuid.UUID,
+        body: NoteIn,
+        user: CurrentUser,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> None:
+        await service.write_note(session, kit.encryptor, _actor(user, client), booking_id, body.text, now=now)
+
+    @router.get("/bookings/{booking_id}/notes")
+    async def read_note(
+        *,
+        booking_id: uuid.UUID,
+        request: Request,
+        user: CurrentUser,
+        session: DbSession,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
+    ) -> NoteOut:
+        text, updated = await service.read_note(session, kit.encryptor, _actor(user, client), booking_id, now=now)
+        return NoteOut(text=text, updated_at=updated)
+
+    @router.post("/admin/bookings/{booking_id}/confirm", openapi_extra=ADMIN)
+    async def admin_confirm(
+        *, booking_id: uuid.UUID, admin: AdminUser, session: DbSession, settings: SettingsDep, now: Now, client: Client
+    ) -> BookingOut:
+        """Confirm without payment (support cases, tests); the payment flow confirms on its own."""
+        booking = await service.confirm(session, settings, booking_id, now=now, audit=client.audit(admin.user_id))
+        return BookingOut.model_validate(booking)
+
+    return router

@@ -1,0 +1,56 @@
+"""Bookings: request and response bodies."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field
+
+from smilingsteps.accounts.schemas import TimeZoneName
+from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel
+
+
+class BookingIn(RequestModel):
+    therapist_id: uuid.UUID
+    starts_at: AwareDatetime = Field(description="a slot start from GET /therapists/{id}/slots, with its offset")
+    timezone: TimeZoneName = Field(default="Africa/Nairobi", description="the client's zone, for emails")
+
+
+class CancelIn(RequestModel):
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class RescheduleIn(RequestModel):
+    starts_at: AwareDatetime
+
+
+class OutcomeIn(RequestModel):
+    outcome: Literal["completed", "no_show_client", "no_show_therapist"]
+
+
+class NoteIn(RequestModel):
+    text: Annotated[str, Multiline(), Field(max_length=20_000)]
+
+
+class NoteOut(ResponseModel):
+    text: str
+    updated_at: datetime | None
+
+
+class BookingOut(ResponseModel):
+    id: uuid.UUID
+    therapist_id: uuid.UUID
+    client_id: uuid.UUID
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    hold_expires_at: datetime | None
+    price_kes: int
+    refund_due_kes: int
+    client_timezone: str
+    therapist_timezone: str
+    reschedule_count: int
+    cancelled_at: datetime | None
+    created_at: datetime

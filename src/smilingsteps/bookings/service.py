@@ -1,0 +1,427 @@
+"""Booking rules: holds, confirmation, cancellation policy, rescheduling, outcomes, reminders and notes.
+
+Cancellation policy (also in README):
+- a client may cancel a held or pending booking at any time (nothing was paid);
+- a client may cancel a confirmed booking; at least BOOKING_FREE_CANCELLATION_HOURS
+  before the start the whole fee is due back, later nothing is;
+- a therapist may cancel at any time; a confirmed booking's fee is then due back in full;
+- a client may reschedule a confirmed booking up to BOOKING_FREE_CANCELLATION_HOURS
+  before its start, a therapist at any time; a booking is moved, never paid twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smilingsteps.accounts.models import Role, User
+from smilingsteps.audit.service import AuditContext, record
+from smilingsteps.bookings import repository
+from smilingsteps.bookings.errors import BookingStateError, ClientOverlapError, SlotNotBookableError, SlotTakenError
+from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus, ReminderKind, SessionNote
+from smilingsteps.config import Settings
+from smilingsteps.notifications.service import public_link, queue_email
+from smilingsteps.platform.crypto import Encryptor
+from smilingsteps.platform.errors import ForbiddenError, NotFoundError
+from smilingsteps.therapists import service as therapists
+from smilingsteps.therapists.slots import Busy, is_bookable
+
+log = structlog.get_logger("smilingsteps.bookings")
+REMINDERS = (
+    (ReminderKind.DAY_BEFORE, timedelta(hours=24), "tomorrow"),
+    (ReminderKind.HOUR_BEFORE, timedelta(hours=1), "in one hour"),
+)
+_PROBLEM_TEXT = {
+    "past": "That time is in the past.",
+    "too_soon": "Sessions must be booked further ahead (minimum notice).",
+    "beyond_horizon": "That time is too far ahead to book yet.",
+    "outside_availability": "The therapist is not available then.",
+    "not_on_grid": "Sessions start at the times listed in the therapist's slots.",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts on a booking, and from where (for the audit log)."""
+
+    user_id: uuid.UUID
+    role: Role
+    audit: AuditContext
+
+
+def _when(moment: datetime, zone: str) -> str:
+    local = moment.astimezone(ZoneInfo(zone))
+    return f"{local:%A %-d %B %Y, %H:%M} ({zone})"
+
+
+async def _people(session: AsyncSession, booking: Booking) -> tuple[User, User]:
+    client = await session.get(User, booking.client_id)
+    therapist = await session.get(User, booking.therapist_id)
+    assert client is not None
+    assert therapist is not None
+    return client, therapist
+
+
+async def _tell_both(
+    session: AsyncSession, settings: Settings, booking: Booking, template: str, *, now: datetime, **extra: object
+) -> None:
+    """The same message to the client and the therapist, each in their own time zone."""
+    client, therapist = await _people(session, booking)
+    link = public_link(settings, f"/bookings/{booking.id}")
+    for person, other, zone in (
+        (client, therapist, booking.client_timezone),
+        (therapist, client, booking.therapist_timezone),
+    ):
+        context: dict[str, object] = {"full_name": person.full_name, "other_name": other.full_name}
+        context["when"] = _when(booking.starts_at, zone)
+        context.update({k: (v(zone) if callable(v) else v) for k, v in extra.items()})
+        if template != "booking_cancelled":
+            context["link"] = link
+        await queue_email(session, to=person.email, template=template, context=context, now=now)
+
+
+# ---- creating a hold --------------------------------------------------------------------
+
+
+async def _check_slot(
+    session: AsyncSession,
+    schedule: therapists.Schedule,
+    start: datetime,
+    *,
+    now: datetime,
+    excluding: uuid.UUID | None = None,
+) -> None:
+    window_end = start + timedelta(minutes=schedule.policy.session_minutes + schedule.policy.buffer_minutes)
+    busy = await repository.busy_between(
+        session,
+        schedule.therapist.user.id,
+        start - timedelta(days=1),
+        window_end + timedelta(days=1),
+        now=now,
+        excluding=excluding,
+    )
+    problem = is_bookable(
+        start,
+        tz=schedule.tz,
+        rules=schedule.rules,
+        exceptions=schedule.exceptions,
+        busy=[Busy(start=b[0], end=b[1]) for b in busy],
+        policy=schedule.policy,
+        now=now,
+    )
+    if problem == "taken":
+        raise SlotTakenError()
+    if problem is not None:
+        raise SlotNotBookableError(str(problem), _PROBLEM_TEXT.get(str(problem), "This time cannot be booked."))
+
+
+async def create_hold(
+    session: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    therapist_id: uuid.UUID,
+    starts_at: datetime,
+    *,
+    client_timezone: str,
+    now: datetime,
+) -> Booking:
+    """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot."""
+    if actor.role is not Role.CLIENT:
+        raise ForbiddenError("Only client accounts book sessions.")
+    schedule = await therapists.schedule_of(session, settings, therapist_id)
+    policy = schedule.policy
+    await repository.take_write_lock(session)
+    await repository.expire_stale_holds(session, now=now, therapist_id=therapist_id)
+    await _check_slot(session, schedule, starts_at, now=now)
+    ends_at = starts_at + timedelta(minutes=policy.session_minutes)
+    if await repository.client_overlaps(session, actor.user_id, starts_at, ends_at, now=now):
+        raise ClientOverlapError()
+    booking = Booking(
+        id=uuid.uuid4(),
+        therapist_id=therapist_id,
+        client_id=actor.user_id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        blocks_until=ends_at + timedelta(minutes=policy.buffer_minutes),
+        status=BookingStatus.HELD.value,
+        hold_expires_at=now + timedelta(minutes=settings.BOOKING_HOLD_MINUTES),
+        price_kes=schedule.therapist.profile.price_kes,
+        client_timezone=client_timezone,
+        therapist_timezone=schedule.therapist.profile.timezone,
+        refund_due_kes=0,
+        reschedule_count=0,
+        created_at=now,
+        updated_at=now,
+    )
+    await _insert(session, booking)
+    client = await session.get(User, actor.user_id)
+    assert client is not None
+    await queue_email(
+        session,
+        to=client.email,
+        template="booking_received",
+        context={
+            "full_name": client.full_name,
+            "other_name": schedule.therapist.user.full_name,
+            "when": _when(starts_at, client_timezone),
+            "hold_minutes": settings.BOOKING_HOLD_MINUTES,
+            "link": public_link(settings, f"/bookings/{booking.id}"),
+        },
+        now=now,
+    )
+    return booking
+
+
+async def _insert(session: AsyncSession, booking: Booking) -> None:
+    try:
+        async with session.begin_nested():
+            session.add(booking)
+    except IntegrityError as exc:
+        # The exclusion constraints decided between racing transactions.
+        raise (ClientOverlapError() if "client_overlap" in str(exc.orig) else SlotTakenError()) from None
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+
+async def booking_of(session: AsyncSession, user_id: uuid.UUID, booking_id: uuid.UUID) -> Booking:
+    """The caller's own booking (as client or therapist); anyone else's is 'not found'."""
+    booking = await repository.booking_for(session, booking_id, user_id)
+    if booking is None:
+        raise NotFoundError("No such booking.")
+    return booking
+
+
+async def bookings_of(
+    session: AsyncSession, user_id: uuid.UUID, *, status: str | None, limit: int, offset: int
+) -> list[Booking]:
+    return list(await repository.bookings_of(session, user_id, status=status, limit=limit, offset=offset))
+
+
+# ---- confirmation and reminders -------------------------------------------------------------------
+
+
+def _reminders(booking: Booking, now: datetime) -> list[BookingReminder]:
+    return [
+        BookingReminder(booking_id=booking.id, kind=kind.value, due_at=booking.starts_at - lead)
+        for kind, lead, _ in REMINDERS
+        if booking.starts_at - lead > now
+    ]
+
+
+async def confirm(
+    session: AsyncSession, settings: Settings, booking_id: uuid.UUID, *, now: datetime, audit: AuditContext
+) -> Booking:
+    """Held (unexpired) or pending payment → confirmed; reminders scheduled, both told. Payment calls this."""
+    booking = await repository.booking_by_id(session, booking_id)
+    if booking is None:
+        raise NotFoundError("No such booking.")
+    if booking.status == BookingStatus.CONFIRMED.value:
+        return booking
+    live_hold = booking.status == BookingStatus.HELD.value and (booking.hold_expires_at or now) > now
+    if not (live_hold or booking.status == BookingStatus.PENDING_PAYMENT.value):
+        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be confirmed.")
+    booking.status = BookingStatus.CONFIRMED.value
+    booking.hold_expires_at = None
+    booking.updated_at = now
+    await repository.replace_reminders(session, booking.id, _reminders(booking, now))
+    await _tell_both(session, settings, booking, "booking_confirmed", now=now)
+    await record(
+        session, action="booking.confirmed", context=audit, now=now, target_type="booking", target_id=str(booking.id)
+    )
+    return booking
+
+
+async def send_due_reminders(session: AsyncSession, settings: Settings, *, now: datetime, limit: int = 50) -> int:
+    """Queue the reminder emails that are due (in the worker; safe with several workers)."""
+    await repository.take_write_lock(session)
+    sent = 0
+    for reminder, booking in await repository.claim_due_reminders(session, now=now, limit=limit):
+        reminder.sent_at = now
+        if booking.status != BookingStatus.CONFIRMED.value or booking.starts_at <= now:
+            continue  # a stale reminder is spent, never sent
+        lead = next(text for kind, _, text in REMINDERS if kind.value == reminder.kind)
+        await _tell_both(session, settings, booking, "booking_reminder", now=now, lead=lead)
+        sent += 1
+    return sent
+
+
+# ---- cancel, reschedule, outcome ------------------------------------------------------------------
+
+
+async def cancel(
+    session: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    booking_id: uuid.UUID,
+    *,
+    reason: str | None,
+    now: datetime,
+) -> Booking:
+    """Cancel by the client or the therapist following the policy above; both are told."""
+    booking = await booking_of(session, actor.user_id, booking_id)
+    if not booking.active:
+        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be cancelled.")
+    by_therapist = booking.therapist_id == actor.user_id
+    paid = booking.status == BookingStatus.CONFIRMED.value
+    early = booking.starts_at - now >= timedelta(hours=settings.BOOKING_FREE_CANCELLATION_HOURS)
+    refund = booking.price_kes if paid and (by_therapist or early) else 0
+    booking.status = BookingStatus.CANCELLED.value
+    booking.cancelled_at = now
+    booking.cancelled_by = actor.user_id
+    booking.cancel_reason = reason
+    booking.refund_due_kes = refund
+    booking.hold_expires_at = None
+    booking.updated_at = now
+    await repository.replace_reminders(session, booking.id, [])
+    refund_note = (
+        f"KES {refund:,} will be refunded to the M-Pesa number that paid."
+        if refund
+        else (
+            "No payment was taken."
+            if not paid
+            else "As the cancellation came less than "
+            f"{settings.BOOKING_FREE_CANCELLATION_HOURS} hours before the session, the fee is not refunded."
+        )
+    )
+    await _tell_both(
+        session,
+        settings,
+        booking,
+        "booking_cancelled",
+        now=now,
+        cancelled_by="the therapist" if by_therapist else "the client",
+        refund_note=refund_note,
+    )
+    await record(
+        session,
+        action="booking.cancelled",
+        context=actor.audit,
+        now=now,
+        target_type="booking",
+        target_id=str(booking.id),
+        details={"by": "therapist" if by_therapist else "client", "refund_due_kes": refund},
+    )
+    return booking
+
+
+async def reschedule(
+    session: AsyncSession,
+    settings: Settings,
+    actor: Actor,
+    booking_id: uuid.UUID,
+    starts_at: datetime,
+    *,
+    now: datetime,
+) -> Booking:
+    """Move a confirmed booking to another free slot in one step: the old time is freed only if the new one is taken."""
+    booking = await booking_of(session, actor.user_id, booking_id)
+    if booking.status != BookingStatus.CONFIRMED.value:
+        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be rescheduled.")
+    by_client = booking.client_id == actor.user_id
+    if by_client and booking.starts_at - now < timedelta(hours=settings.BOOKING_FREE_CANCELLATION_HOURS):
+        raise BookingStateError(
+            f"Sessions can be moved up to {settings.BOOKING_FREE_CANCELLATION_HOURS} hours before they start."
+        )
+    schedule = await therapists.schedule_of(session, settings, booking.therapist_id)
+    await repository.take_write_lock(session)
+    await repository.expire_stale_holds(session, now=now, therapist_id=booking.therapist_id)
+    await _check_slot(session, schedule, starts_at, now=now, excluding=booking.id)
+    ends_at = starts_at + timedelta(minutes=schedule.policy.session_minutes)
+    if await repository.client_overlaps(session, booking.client_id, starts_at, ends_at, now=now, excluding=booking.id):
+        raise ClientOverlapError()
+    previous = booking.starts_at
+    try:
+        async with session.begin_nested():
+            booking.starts_at = starts_at
+            booking.ends_at = ends_at
+            booking.blocks_until = ends_at + timedelta(minutes=schedule.policy.buffer_minutes)
+            booking.reschedule_count += 1
+            booking.updated_at = now
+    except IntegrityError as exc:
+        await session.refresh(booking)
+        raise (ClientOverlapError() if "client_overlap" in str(exc.orig) else SlotTakenError()) from None
+    await repository.replace_reminders(session, booking.id, _reminders(booking, now))
+    await _tell_both(
+        session, settings, booking, "booking_rescheduled", now=now, previous_when=lambda zone: _when(previous, zone)
+    )
+    await record(
+        session,
+        action="booking.rescheduled",
+        context=actor.audit,
+        now=now,
+        target_type="booking",
+        target_id=str(booking.id),
+        details={"from": previous.isoformat(), "to": starts_at.isoformat()},
+    )
+    return booking
+
+
+async def record_outcome(
+    session: AsyncSession, actor: Actor, booking_id: uuid.UUID, outcome: BookingStatus, *, now: datetime
+) -> Booking:
+    """The therapist marks a confirmed session completed or a no-show, once it has ended."""
+    booking = await booking_of(session, actor.user_id, booking_id)
+    if booking.therapist_id != actor.user_id:
+        raise ForbiddenError("Only the session's therapist records how it went.")
+    if booking.status != BookingStatus.CONFIRMED.value:
+        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking has no outcome to record.")
+    if now < booking.ends_at:
+        raise BookingStateError("Record the outcome after the session's end time.")
+    booking.status = outcome.value
+    booking.updated_at = now
+    await record(
+        session,
+        action=f"booking.{outcome.value}",
+        context=actor.audit,
+        now=now,
+        target_type="booking",
+        target_id=str(booking.id),
+    )
+    return booking
+
+
+# ---- private notes ---------------------------------------------------------------------------------
+
+
+async def _own_session(session: AsyncSession, actor: Actor, booking_id: uuid.UUID) -> Booking:
+    """Notes belong to the booking's therapist alone: the client and admins get 'not found'."""
+    booking = await repository.booking_for(session, booking_id, actor.user_id)
+    if booking is None or booking.therapist_id != actor.user_id:
+        raise NotFoundError("No such booking.")
+    return booking
+
+
+async def write_note(
+    session: AsyncSession, encryptor: Encryptor, actor: Actor, booking_id: uuid.UUID, text: str, *, now: datetime
+) -> None:
+    booking = await _own_session(session, actor, booking_id)
+    note = await repository.note_for(session, booking.id, actor.user_id)
+    if note is None:
+        note = SessionNote(booking_id=booking.id, therapist_id=actor.user_id, created_at=now)
+        session.add(note)
+    note.ciphertext = encryptor.encrypt(text)
+    note.updated_at = now
+    await record(
+        session, action="note.written", context=actor.audit, now=now, target_type="booking", target_id=str(booking.id)
+    )
+
+
+async def read_note(
+    session: AsyncSession, encryptor: Encryptor, actor: Actor, booking_id: uuid.UUID, *, now: datetime
+) -> tuple[str, datetime | None]:
+    """The note's text (empty when none yet); every read is in the audit log."""
+    booking = await _own_session(session, actor, booking_id)
+    note = await repository.note_for(session, booking.id, actor.user_id)
+    await record(
+        session, action="note.read", context=actor.audit, now=now, target_type="booking", target_id=str(booking.id)
+    )
+    if note is None:
+        return "", None
+    return encryptor.decrypt(note.ciphertext), note.updated_at

@@ -1,0 +1,87 @@
+"""Therapist profiles, what they offer, and their availability (local wall-clock times in their zone)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, time
+
+from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, Time, Uuid
+from sqlalchemy.orm import Mapped, mapped_column
+
+from smilingsteps.platform.models import Base, UtcDateTime, new_id
+
+
+class TherapistProfile(Base):
+    __tablename__ = "therapist_profiles"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    bio: Mapped[str] = mapped_column(Text, default="")
+    years_of_practice: Mapped[int] = mapped_column(Integer)
+    license_number: Mapped[str] = mapped_column(String(64))
+    price_kes: Mapped[int] = mapped_column(Integer)
+    session_minutes: Mapped[int] = mapped_column(Integer)
+    buffer_minutes: Mapped[int] = mapped_column(Integer)
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        CheckConstraint("price_kes > 0", name="price_positive"),
+        CheckConstraint("session_minutes BETWEEN 15 AND 180", name="session_length"),
+        CheckConstraint("buffer_minutes BETWEEN 0 AND 120", name="buffer_length"),
+        Index("ix_therapist_profiles_price_kes", "price_kes"),
+    )
+
+
+class TherapistSpecialty(Base):
+    __tablename__ = "therapist_specialties"
+
+    therapist_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("therapist_profiles.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    specialty: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+
+
+class TherapistLanguage(Base):
+    __tablename__ = "therapist_languages"
+
+    therapist_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("therapist_profiles.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    language: Mapped[str] = mapped_column(String(8), primary_key=True, index=True)
+
+
+class AvailabilityRule(Base):
+    """Every week on `weekday` (0 = Monday), from `start` to `end`, in the therapist's zone."""
+
+    __tablename__ = "availability_rules"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    therapist_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("therapist_profiles.user_id", ondelete="CASCADE"), index=True
+    )
+    weekday: Mapped[int] = mapped_column(Integer)
+    start: Mapped[time] = mapped_column(Time)
+    end: Mapped[time] = mapped_column(Time)
+
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday_range"),
+        CheckConstraint('"end" > start', name="rule_order"),
+    )
+
+
+class AvailabilityException(Base):
+    """A dated change: time off (whole day when no times) or extra hours."""
+
+    __tablename__ = "availability_exceptions"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id)
+    therapist_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("therapist_profiles.user_id", ondelete="CASCADE"), index=True
+    )
+    day: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(8))
+    start: Mapped[time | None] = mapped_column(Time, default=None)
+    end: Mapped[time | None] = mapped_column(Time, default=None)
+
+    __table_args__ = (CheckConstraint("kind IN ('off', 'extra')", name="kind_known"),)

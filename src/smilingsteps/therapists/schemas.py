@@ -1,0 +1,117 @@
+"""Therapists: profile, availability and slot bodies."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from datetime import date, datetime, time
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from smilingsteps.accounts.schemas import TimeZoneName
+from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel
+from smilingsteps.therapists.vocabulary import Language, Specialty
+
+MAX_RULES = 50
+MAX_EXCEPTIONS = 366
+
+
+class ProfileIn(RequestModel):
+    bio: Annotated[str, Multiline(), Field(max_length=4000)] = ""
+    specialties: Annotated[list[Specialty], Field(min_length=1, max_length=10)]
+    languages: Annotated[list[Language], Field(min_length=1, max_length=10)]
+    years_of_practice: Annotated[int, Field(ge=0, le=70)]
+    license_number: Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9/\-. ]+$")]
+    price_kes: Annotated[int, Field(ge=100, le=1_000_000)]
+    session_minutes: Annotated[int, Field(ge=15, le=180)] = 50
+    buffer_minutes: Annotated[int, Field(ge=0, le=120)] = 10
+    timezone: TimeZoneName = "Africa/Nairobi"
+
+    @field_validator("specialties", "languages")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("lists each entry once")
+        return value
+
+
+class ProfileOut(ResponseModel):
+    id: uuid.UUID
+    full_name: str
+    bio: str
+    specialties: list[str]
+    languages: list[str]
+    years_of_practice: int
+    license_number: str
+    price_kes: int
+    session_minutes: int
+    buffer_minutes: int
+    timezone: str
+    approved: bool
+
+
+class RuleIn(RequestModel):
+    weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday … 6 = Sunday")]
+    start: time
+    end: time
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("times are local to the therapist's time zone: no offset")
+        if self.end <= self.start:
+            raise ValueError("end must be after start (split a rule that crosses midnight)")
+        return self
+
+
+class ExceptionIn(RequestModel):
+    day: date
+    kind: Literal["off", "extra"]
+    start: time | None = None
+    end: time | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> Self:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("give both start and end, or neither (a whole day off)")
+        if self.kind == "extra" and self.start is None:
+            raise ValueError("extra hours need start and end")
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class AvailabilityIn(RequestModel):
+    rules: Annotated[list[RuleIn], Field(max_length=MAX_RULES)]
+    exceptions: Annotated[list[ExceptionIn], Field(default_factory=list, max_length=MAX_EXCEPTIONS)]
+
+    @model_validator(mode="after")
+    def _no_overlaps(self) -> Self:
+        by_day: dict[int, list[RuleIn]] = {}
+        for rule in self.rules:
+            by_day.setdefault(rule.weekday, []).append(rule)
+        for rules in by_day.values():
+            ordered = sorted(rules, key=lambda r: r.start)
+            for before, after in itertools.pairwise(ordered):
+                if after.start < before.end:
+                    raise ValueError(f"rules overlap on weekday {before.weekday}")
+        return self
+
+
+class AvailabilityOut(ResponseModel):
+    timezone: str
+    rules: list[RuleIn]
+    exceptions: list[ExceptionIn]
+
+
+class SlotOut(ResponseModel):
+    start: datetime
+    end: datetime
+    local_start: str = Field(description="the start in the requested time zone, ISO 8601 with its offset")
+    timezone: str
+
+
+class TherapistPage(ResponseModel):
+    items: list[ProfileOut]
+    next_cursor: str | None

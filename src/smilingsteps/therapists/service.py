@@ -1,0 +1,251 @@
+"""Therapists rules: profiles, weekly availability, the public directory and free slots."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smilingsteps.accounts.models import Role, TherapistStatus
+from smilingsteps.bookings import repository as bookings
+from smilingsteps.config import Settings
+from smilingsteps.platform.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
+from smilingsteps.therapists import repository
+from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, TherapistProfile
+from smilingsteps.therapists.repository import Therapist
+from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
+from smilingsteps.therapists.slots import (
+    Busy,
+    DateException,
+    SlotPolicy,
+    WeeklyRule,
+    check_window,
+    compute_slots,
+)
+
+MAX_PAGE = 50
+
+
+class NoProfileError(ConflictError):
+    slug, title = "therapist-profile-missing", "Therapist profile missing"
+    default_detail = "Create your therapist profile (PUT /api/v1/therapists/me) first."
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Everything slot computation needs about one therapist."""
+
+    therapist: Therapist
+    tz: ZoneInfo
+    rules: list[WeeklyRule]
+    exceptions: list[DateException]
+    policy: SlotPolicy
+
+
+def slot_policy(settings: Settings, profile: TherapistProfile) -> SlotPolicy:
+    return SlotPolicy(
+        session_minutes=profile.session_minutes,
+        buffer_minutes=profile.buffer_minutes,
+        min_notice=timedelta(hours=settings.BOOKING_MIN_NOTICE_HOURS),
+        horizon=timedelta(days=settings.BOOKING_HORIZON_DAYS),
+    )
+
+
+# ---- the therapist's own profile and availability -------------------------------------
+
+
+async def save_profile(
+    session: AsyncSession, user_id: uuid.UUID, role: Role, data: ProfileIn, *, now: datetime
+) -> Therapist:
+    """Create or replace the caller's profile; only therapist accounts have one."""
+    if role is not Role.THERAPIST:
+        raise ForbiddenError("Only therapist accounts have a therapist profile.")
+    profile = await session.get(TherapistProfile, user_id)
+    if profile is None:
+        profile = TherapistProfile(user_id=user_id, created_at=now)
+        session.add(profile)
+    profile.bio = data.bio
+    profile.years_of_practice = data.years_of_practice
+    profile.license_number = data.license_number
+    profile.price_kes = data.price_kes
+    profile.session_minutes = data.session_minutes
+    profile.buffer_minutes = data.buffer_minutes
+    profile.timezone = data.timezone
+    profile.updated_at = now
+    await session.flush()
+    await repository.save_tags(session, user_id, [s.value for s in data.specialties], [v.value for v in data.languages])
+    await session.flush()
+    found = await repository.own_profile(session, user_id)
+    assert found is not None
+    return found
+
+
+async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist:
+    found = await repository.own_profile(session, user_id)
+    if found is None:
+        raise NoProfileError()
+    return found
+
+
+async def set_availability(session: AsyncSession, user_id: uuid.UUID, data: AvailabilityIn) -> None:
+    """Replace the caller's weekly rules and dated exceptions (times local to the profile's zone)."""
+    if await session.get(TherapistProfile, user_id) is None:
+        raise NoProfileError()
+    rules = [AvailabilityRule(therapist_id=user_id, weekday=r.weekday, start=r.start, end=r.end) for r in data.rules]
+    exceptions = [
+        AvailabilityException(therapist_id=user_id, day=e.day, kind=e.kind, start=e.start, end=e.end)
+        for e in data.exceptions
+    ]
+    await repository.replace_availability(session, user_id, rules, exceptions)
+
+
+async def availability(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, list[RuleIn], list[ExceptionIn]]:
+    profile = await session.get(TherapistProfile, user_id)
+    if profile is None:
+        raise NoProfileError()
+    rules, exceptions = await repository.availability(session, user_id)
+    return (
+        profile.timezone,
+        [RuleIn(weekday=r.weekday, start=r.start, end=r.end) for r in rules],
+        [ExceptionIn(day=e.day, kind=e.kind, start=e.start, end=e.end) for e in exceptions],
+    )
+
+
+# ---- the public directory ----------------------------------------------------------------
+
+
+async def listed(session: AsyncSession, therapist_id: uuid.UUID) -> Therapist:
+    """An approved, active therapist with a profile; anyone else is 'not found'."""
+    found = await repository.listed_therapist(session, therapist_id)
+    if found is None:
+        raise NotFoundError("No such therapist.")
+    return found
+
+
+def encode_cursor(therapist: Therapist) -> str:
+    raw = f"{therapist.user.full_name}\x00{therapist.user.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name, _, therapist_id = raw.partition("\x00")
+        return name, uuid.UUID(therapist_id)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise ValidationFailedError(
+            "The cursor is not one this API gave out.",
+            errors=[{"field": "cursor", "location": "query", "message": "is not a valid cursor"}],
+        ) from None
+
+
+async def directory(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    specialty: str | None,
+    language: str | None,
+    min_price: int | None,
+    max_price: int | None,
+    available_by: date | None,
+    cursor: str | None,
+    limit: int,
+    now: datetime,
+) -> tuple[list[Therapist], str | None]:
+    """A page of listed therapists, by name; `available_by` keeps those with a free slot from now to that day's end."""
+    if min_price is not None and max_price is not None and min_price > max_price:
+        raise ValidationFailedError(
+            "min_price is above max_price.",
+            errors=[{"field": "min_price", "location": "query", "message": "must not exceed max_price"}],
+        )
+    after = decode_cursor(cursor) if cursor else None
+    page: list[Therapist] = []
+    # With an availability filter, candidates are checked in batches until the page is full.
+    batch = limit if available_by is None else max(limit * 2, 20)
+    while len(page) < limit:
+        candidates = await repository.search(
+            session,
+            specialty=specialty,
+            language=language,
+            min_price=min_price,
+            max_price=max_price,
+            after=after,
+            limit=batch,
+        )
+        for therapist in candidates:
+            if available_by is None or await _free_by(session, settings, therapist, available_by, now):
+                page.append(therapist)
+                if len(page) == limit:
+                    break
+        if len(candidates) < batch:
+            return page, None
+        last = page[-1] if len(page) == limit else candidates[-1]
+        after = (last.user.full_name, last.user.id)
+    return page, encode_cursor(page[-1])
+
+
+async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapist, day: date, now: datetime) -> bool:
+    schedule = await _schedule(session, settings, therapist)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=schedule.tz)
+    end = min(end.astimezone(now.tzinfo), now + schedule.policy.horizon + timedelta(minutes=1))
+    if end <= now:
+        return False
+    return bool(await _slots(session, schedule, now, end, now))
+
+
+# ---- slots ------------------------------------------------------------------------------------
+
+
+async def _schedule(session: AsyncSession, settings: Settings, therapist: Therapist) -> Schedule:
+    rules, exceptions = await repository.availability(session, therapist.user.id)
+    return Schedule(
+        therapist=therapist,
+        tz=ZoneInfo(therapist.profile.timezone),
+        rules=[WeeklyRule(weekday=r.weekday, start=r.start, end=r.end) for r in rules],
+        exceptions=[DateException(day=e.day, kind=e.kind, start=e.start, end=e.end) for e in exceptions],  # type: ignore[arg-type]
+        policy=slot_policy(settings, therapist.profile),
+    )
+
+
+async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: uuid.UUID) -> Schedule:
+    """The schedule of a listed therapist (404 for anyone else)."""
+    return await _schedule(session, settings, await listed(session, therapist_id))
+
+
+async def _slots(
+    session: AsyncSession, schedule: Schedule, start: datetime, end: datetime, now: datetime
+) -> list[datetime]:
+    busy = await bookings.busy_between(session, schedule.therapist.user.id, start - timedelta(days=1), end, now=now)
+    return compute_slots(
+        tz=schedule.tz,
+        rules=schedule.rules,
+        exceptions=schedule.exceptions,
+        busy=[Busy(start=b[0], end=b[1]) for b in busy],
+        policy=schedule.policy,
+        window_start=start,
+        window_end=end,
+        now=now,
+    )
+
+
+async def free_slots(
+    session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, start: datetime, end: datetime, *, now: datetime
+) -> tuple[Schedule, list[datetime]]:
+    """Bookable slot starts in [start, end) for a listed therapist; 422 for a reversed or over-long window."""
+    try:
+        check_window(start, end)
+    except ValueError as exc:
+        raise ValidationFailedError(
+            f"Invalid time window: {exc}.", errors=[{"field": "to", "location": "query", "message": str(exc)}]
+        ) from None
+    schedule = await schedule_of(session, settings, therapist_id)
+    return schedule, await _slots(session, schedule, start, end, now)
+
+
+def is_listed_status(role: str, therapist_status: str | None) -> bool:
+    return role == Role.THERAPIST.value and therapist_status == TherapistStatus.APPROVED.value
