@@ -137,6 +137,8 @@ async def test_slots_are_in_utc_with_the_clients_local_time(app: FastAPI) -> Non
         {"from": "2027-01-18T00:00:00Z", "to": "2027-01-19T00:00:00Z", "tz": "Mars/Olympus"},
         {"from": "yesterday", "to": "2027-01-19T00:00:00Z"},
         {"to": "2027-01-19T00:00:00Z"},
+        {"from": "0001-01-01T00:00:00+14:00", "to": "0001-01-02T00:00:00+14:00"},  # would overflow in UTC
+        {"from": "9999-12-31T00:00:00-12:00", "to": "9999-12-31T23:00:00-12:00"},
     ],
 )
 async def test_bad_slot_queries_are_422(app: FastAPI, params: dict[str, str]) -> None:
@@ -221,10 +223,9 @@ async def test_who_may_book(app: FastAPI) -> None:
     assert problem_type(await book(unverified, therapist.id, MONDAY_9_EAT)) == "email-not-verified"
     assert (await book(person, pending.id, MONDAY_9_EAT)).status_code == 404
     assert (await book(person, uuid.uuid4(), MONDAY_9_EAT)).status_code == 404
-    naive = await person.post(
-        f"{API}/bookings", json={"therapist_id": str(therapist.id), "starts_at": "2027-01-18T06:00:00"}
-    )
-    assert naive.status_code == 422
+    for start in ("2027-01-18T06:00:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00"):
+        odd = await person.post(f"{API}/bookings", json={"therapist_id": str(therapist.id), "starts_at": start})
+        assert odd.status_code == 422, start
 
 
 async def test_a_client_cannot_hold_two_overlapping_sessions(app: FastAPI) -> None:

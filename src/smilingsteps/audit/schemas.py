@@ -11,10 +11,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Self
 
-from pydantic import AwareDatetime, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from smilingsteps.audit.models import ACTION_MAX, TARGET_ID_MAX, TARGET_TYPE_MAX, AuditEvent
-from smilingsteps.platform.schemas import RequestModel, ResponseModel
+from smilingsteps.platform.schemas import RequestModel, ResponseModel, UtcDatetime
 
 # `auth.login.failed`: lowercase words joined by dots, at least two of them.
 ACTION_PATTERN = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
@@ -35,8 +35,8 @@ class AuditFilters(RequestModel):
     )
     target_type: str | None = Field(default=None, max_length=TARGET_TYPE_MAX)
     target_id: str | None = Field(default=None, max_length=TARGET_ID_MAX)
-    since: AwareDatetime | None = Field(default=None, description="inclusive")
-    until: AwareDatetime | None = Field(default=None, description="exclusive")
+    since: UtcDatetime | None = Field(default=None, description="inclusive")
+    until: UtcDatetime | None = Field(default=None, description="exclusive")
 
     @field_validator("action")
     @classmethod

@@ -6,15 +6,15 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from smilingsteps.accounts.schemas import TimeZoneName
-from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel
+from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, UtcDatetime
 
 
 class BookingIn(RequestModel):
     therapist_id: uuid.UUID
-    starts_at: AwareDatetime = Field(description="a slot start from GET /therapists/{id}/slots, with its offset")
+    starts_at: UtcDatetime = Field(description="a slot start from GET /therapists/{id}/slots, with its offset")
     timezone: TimeZoneName = Field(default="Africa/Nairobi", description="the client's zone, for emails")
 
 
@@ -23,7 +23,7 @@ class CancelIn(RequestModel):
 
 
 class RescheduleIn(RequestModel):
-    starts_at: AwareDatetime
+    starts_at: UtcDatetime
 
 
 class OutcomeIn(RequestModel):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field_validator
 
 MAX_TEXT = 10_000
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -44,6 +45,25 @@ def _clean(value: Any, multiline: bool) -> Any:
     if isinstance(value, dict):
         return {_clean(k, False): _clean(v, multiline) for k, v in value.items()}
     return value
+
+
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2200
+
+
+def utc_moment(value: datetime) -> datetime:
+    """An aware time as UTC, refused outside 2000-2200 (beyond that, arithmetic would overflow)."""
+    try:
+        moment = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        raise ValueError(f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return moment
+
+
+# An aware datetime (an offset is required), normalised to UTC and kept within a sane range.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_moment)]
 
 
 class RequestModel(BaseModel):

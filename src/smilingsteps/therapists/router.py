@@ -8,13 +8,13 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from smilingsteps.accounts.auth import CurrentUser, Now
 from smilingsteps.accounts.schemas import valid_timezone
 from smilingsteps.platform.dependencies import DbSession, SettingsDep
 from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.routing import ApiRoute
+from smilingsteps.platform.schemas import UtcDatetime
 from smilingsteps.therapists import service
 from smilingsteps.therapists.repository import Therapist
 from smilingsteps.therapists.schemas import (
@@ -118,8 +118,8 @@ def build_router() -> APIRouter:
         session: DbSession,
         settings: SettingsDep,
         now: Now,
-        start: Annotated[AwareDatetime, Query(alias="from")],
-        to: AwareDatetime,
+        start: Annotated[UtcDatetime, Query(alias="from")],
+        to: UtcDatetime,
         tz: Annotated[str, Query(max_length=64)] = "Africa/Nairobi",
     ) -> list[SlotOut]:
         zone = _zone(tz)
