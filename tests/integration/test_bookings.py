@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from smilingsteps.accounts.models import Role, TherapistStatus
+from smilingsteps.accounts.models import Role, TherapistStatus, User
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
 from smilingsteps.bookings import service as bookings
@@ -220,6 +220,12 @@ async def test_who_may_book(app: FastAPI) -> None:
     unverified = await client_person(app, verified=False)
     person = await client_person(app)
     assert (await book(other_therapist, therapist.id, MONDAY_9_EAT)).status_code == 403
+    own = await sign_in(app, await _user(app, therapist.id))
+    assert (await book(own, therapist.id, MONDAY_9_EAT)).status_code == 403
+    suspended = await therapist_user(app)
+    async with runtime(app).db.session() as session:
+        (await session.get(User, suspended.id)).status = "suspended"  # type: ignore[union-attr]
+    assert (await book(await client_person(app), suspended.id, MONDAY_9_EAT)).status_code == 404
     assert problem_type(await book(unverified, therapist.id, MONDAY_9_EAT)) == "email-not-verified"
     assert (await book(person, pending.id, MONDAY_9_EAT)).status_code == 404
     assert (await book(person, uuid.uuid4(), MONDAY_9_EAT)).status_code == 404
