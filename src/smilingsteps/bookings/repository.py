@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import CursorResult, and_, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,13 +21,22 @@ def _live(now: datetime):  # type: ignore[no-untyped-def]
     )
 
 
-async def take_write_lock(session: AsyncSession) -> None:
-    """On SQLite, become the single writer now, so the checks below and the insert are one step.
+async def take_write_lock(session: AsyncSession, therapist_id: uuid.UUID | None = None) -> None:
+    """Serialise the writers that could clash, until this transaction ends.
 
-    PostgreSQL needs no lock: its exclusion constraints decide between racing inserts.
+    SQLite: become the single writer now, so the checks and the write are one step.
+    PostgreSQL: a transaction-scoped advisory lock per therapist. The exclusion
+    constraints alone would still refuse a double booking, but two transactions
+    inserting clashing rows at the same moment wait on each other and one dies
+    in a deadlock after a second; taking turns per therapist avoids that, and
+    the checks then see the winner's row and answer 409 at once.
     """
-    if session.get_bind().dialect.name == "sqlite":
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
         await session.execute(text("DELETE FROM bookings WHERE 0 = 1"))
+    elif therapist_id is not None:
+        key = int.from_bytes(therapist_id.bytes[:8], "big", signed=True)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 async def busy_between(
@@ -48,21 +57,36 @@ async def busy_between(
     return [(row[0], row[1]) for row in await session.execute(statement.order_by(Booking.starts_at))]
 
 
-async def client_overlaps(
+async def busy_and_client_clash(
     session: AsyncSession,
+    *,
+    therapist_id: uuid.UUID,
     client_id: uuid.UUID,
     start: datetime,
     end: datetime,
-    *,
+    around: timedelta,
     now: datetime,
     excluding: uuid.UUID | None = None,
-) -> bool:
-    statement = select(Booking.id).where(
-        Booking.client_id == client_id, Booking.starts_at < end, Booking.ends_at > start, _live(now)
+) -> tuple[list[tuple[datetime, datetime]], bool]:
+    """In one round trip: the therapist's live bookings within `around` of [start, end) as (start, blocks_until),
+    and whether the client has a live booking overlapping [start, end)."""
+    therapist_near = and_(
+        Booking.therapist_id == therapist_id, Booking.starts_at < end + around, Booking.blocks_until > start - around
     )
+    client_overlap = and_(Booking.client_id == client_id, Booking.starts_at < end, Booking.ends_at > start)
+    statement = select(
+        Booking.therapist_id, Booking.client_id, Booking.starts_at, Booking.ends_at, Booking.blocks_until
+    ).where(or_(therapist_near, client_overlap), _live(now))
     if excluding is not None:
         statement = statement.where(Booking.id != excluding)
-    return (await session.execute(statement.limit(1))).first() is not None
+    busy: list[tuple[datetime, datetime]] = []
+    clash = False
+    for row in await session.execute(statement):
+        if row.therapist_id == therapist_id and row.starts_at < end + around and row.blocks_until > start - around:
+            busy.append((row.starts_at, row.blocks_until))
+        if row.client_id == client_id and row.starts_at < end and row.ends_at > start:
+            clash = True
+    return sorted(busy), clash
 
 
 async def expire_stale_holds(session: AsyncSession, *, now: datetime, therapist_id: uuid.UUID | None = None) -> int:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import Role, User
@@ -33,6 +33,7 @@ from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.slots import Busy, is_bookable
 
 log = structlog.get_logger("smilingsteps.bookings")
+DEADLOCK = "40P01"
 REMINDERS = (
     (ReminderKind.DAY_BEFORE, timedelta(hours=24), "tomorrow"),
     (ReminderKind.HOUR_BEFORE, timedelta(hours=1), "in one hour"),
@@ -94,15 +95,19 @@ async def _check_slot(
     schedule: therapists.Schedule,
     start: datetime,
     *,
+    client_id: uuid.UUID,
     now: datetime,
     excluding: uuid.UUID | None = None,
 ) -> None:
-    window_end = start + timedelta(minutes=schedule.policy.session_minutes + schedule.policy.buffer_minutes)
-    busy = await repository.busy_between(
+    """422 unless `start` is one of the therapist's slots; 409 if it is taken or the client is busy then."""
+    policy = schedule.policy
+    busy, clash = await repository.busy_and_client_clash(
         session,
-        schedule.therapist.user.id,
-        start - timedelta(days=1),
-        window_end + timedelta(days=1),
+        therapist_id=schedule.therapist.user.id,
+        client_id=client_id,
+        start=start,
+        end=start + timedelta(minutes=policy.session_minutes),
+        around=timedelta(minutes=policy.session_minutes + policy.buffer_minutes),
         now=now,
         excluding=excluding,
     )
@@ -112,13 +117,15 @@ async def _check_slot(
         rules=schedule.rules,
         exceptions=schedule.exceptions,
         busy=[Busy(start=b[0], end=b[1]) for b in busy],
-        policy=schedule.policy,
+        policy=policy,
         now=now,
     )
     if problem == "taken":
         raise SlotTakenError()
     if problem is not None:
         raise SlotNotBookableError(str(problem), _PROBLEM_TEXT.get(str(problem), "This time cannot be booked."))
+    if clash:
+        raise ClientOverlapError()
 
 
 async def create_hold(
@@ -136,12 +143,10 @@ async def create_hold(
         raise ForbiddenError("Only client accounts book sessions.")
     schedule = await therapists.schedule_of(session, settings, therapist_id)
     policy = schedule.policy
-    await repository.take_write_lock(session)
+    await repository.take_write_lock(session, therapist_id)
     await repository.expire_stale_holds(session, now=now, therapist_id=therapist_id)
-    await _check_slot(session, schedule, starts_at, now=now)
+    await _check_slot(session, schedule, starts_at, client_id=actor.user_id, now=now)
     ends_at = starts_at + timedelta(minutes=policy.session_minutes)
-    if await repository.client_overlaps(session, actor.user_id, starts_at, ends_at, now=now):
-        raise ClientOverlapError()
     booking = Booking(
         id=uuid.uuid4(),
         therapist_id=therapist_id,
@@ -179,12 +184,24 @@ async def create_hold(
 
 
 async def _insert(session: AsyncSession, booking: Booking) -> None:
+    session.add(booking)
+    await _flush_or_conflict(session)
+
+
+async def _flush_or_conflict(session: AsyncSession) -> None:
+    """Flush; an exclusion-constraint refusal (a race another transaction won) becomes a 409.
+
+    No savepoint: the request's whole transaction is rolled back with the error anyway.
+    """
     try:
-        async with session.begin_nested():
-            session.add(booking)
+        await session.flush()
     except IntegrityError as exc:
-        # The exclusion constraints decided between racing transactions.
         raise (ClientOverlapError() if "client_overlap" in str(exc.orig) else SlotTakenError()) from None
+    except DBAPIError as exc:
+        # Two bookings of one client with two therapists at once can still wait on each other.
+        if getattr(exc.orig, "sqlstate", None) == DEADLOCK or "deadlock detected" in str(exc.orig):
+            raise ClientOverlapError() from None
+        raise
 
 
 # ---- reading -------------------------------------------------------------------------------
@@ -330,23 +347,18 @@ async def reschedule(
             f"Sessions can be moved up to {settings.BOOKING_FREE_CANCELLATION_HOURS} hours before they start."
         )
     schedule = await therapists.schedule_of(session, settings, booking.therapist_id)
-    await repository.take_write_lock(session)
+    await repository.take_write_lock(session, booking.therapist_id)
     await repository.expire_stale_holds(session, now=now, therapist_id=booking.therapist_id)
-    await _check_slot(session, schedule, starts_at, now=now, excluding=booking.id)
+    await _check_slot(session, schedule, starts_at, client_id=booking.client_id, now=now, excluding=booking.id)
     ends_at = starts_at + timedelta(minutes=schedule.policy.session_minutes)
-    if await repository.client_overlaps(session, booking.client_id, starts_at, ends_at, now=now, excluding=booking.id):
-        raise ClientOverlapError()
     previous = booking.starts_at
-    try:
-        async with session.begin_nested():
-            booking.starts_at = starts_at
-            booking.ends_at = ends_at
-            booking.blocks_until = ends_at + timedelta(minutes=schedule.policy.buffer_minutes)
-            booking.reschedule_count += 1
-            booking.updated_at = now
-    except IntegrityError as exc:
-        await session.refresh(booking)
-        raise (ClientOverlapError() if "client_overlap" in str(exc.orig) else SlotTakenError()) from None
+    booking.starts_at = starts_at
+    booking.ends_at = ends_at
+    booking.blocks_until = ends_at + timedelta(minutes=schedule.policy.buffer_minutes)
+    booking.reschedule_count += 1
+    booking.updated_at = now
+    # One UPDATE: if it loses a race the transaction rolls back, so the old time stays booked.
+    await _flush_or_conflict(session)
     await repository.replace_reminders(session, booking.id, _reminders(booking, now))
     await _tell_both(
         session, settings, booking, "booking_rescheduled", now=now, previous_when=lambda zone: _when(previous, zone)

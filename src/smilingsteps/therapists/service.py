@@ -213,8 +213,11 @@ async def _schedule(session: AsyncSession, settings: Settings, therapist: Therap
 
 
 async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: uuid.UUID) -> Schedule:
-    """The schedule of a listed therapist (404 for anyone else)."""
-    return await _schedule(session, settings, await listed(session, therapist_id))
+    """The schedule of a listed therapist (404 for anyone else); the profile's tags are not loaded."""
+    therapist = await repository.listed_without_tags(session, therapist_id)
+    if therapist is None:
+        raise NotFoundError("No such therapist.")
+    return await _schedule(session, settings, therapist)
 
 
 async def _slots(
