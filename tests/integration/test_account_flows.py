@@ -37,7 +37,7 @@ from tests.support.accounts import (
     tokens_to,
 )
 from tests.support.clock import FakeClock
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import SmtpServer, client_settings
 
 API = "/api/v1"
 ADMIN_PASSWORD = "granite kestrel orbit 7"
@@ -55,11 +55,7 @@ def settings(make_settings: SettingsFactory, database_url: str, smtp_server: Smt
         RATE_LIMIT_AUTH="10000/1m",
         RATE_LIMIT_ADMIN="10000/1m",
         PUBLIC_BASE_URL="http://127.0.0.1:8000",
-        SMTP_HOST=smtp_server.host,
-        SMTP_PORT=smtp_server.port,
-        SMTP_CA_FILE=smtp_server.ca_file,
-        SMTP_USER=smtp_server.username,
-        SMTP_PASSWORD=smtp_server.password,
+        **client_settings(smtp_server),
         SMTP_TIMEOUT=10,
     )
 

@@ -12,8 +12,6 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from smilingsteps.app import create_app
-from smilingsteps.audit.service import AuditContext
-from smilingsteps.bookings import service as bookings
 from smilingsteps.bookings.models import BookingReminder
 from smilingsteps.bookings.tasks import BookingJobs
 from smilingsteps.config import Settings
@@ -23,9 +21,9 @@ from smilingsteps.platform.db import Database
 from smilingsteps.therapists.schemas import RuleIn
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import plain_text, runtime
-from tests.support.bookings import Person, client_person, therapist_user, utc
+from tests.support.bookings import Person, client_person, confirm, therapist_user, utc
 from tests.support.clock import FakeClock
-from tests.support.smtp import SmtpServer
+from tests.support.smtp import SmtpServer, client_settings
 
 API = "/api/v1"
 MONDAY_9_EAT = utc(2027, 1, 18, 6)
@@ -41,11 +39,7 @@ def settings(make_settings: SettingsFactory, database_url: str, smtp_server: Smt
     return make_settings(
         DATABASE_URL=database_url,
         RATE_LIMITS_ENABLED=False,
-        SMTP_HOST=smtp_server.host,
-        SMTP_PORT=smtp_server.port,
-        SMTP_CA_FILE=smtp_server.ca_file,
-        SMTP_USER=smtp_server.username,
-        SMTP_PASSWORD=smtp_server.password,
+        **client_settings(smtp_server),
     )
 
 
@@ -62,15 +56,8 @@ async def book_and_confirm(app: FastAPI, person: Person, therapist_id: uuid.UUID
         json={"therapist_id": str(therapist_id), "starts_at": start.isoformat(), "timezone": "Europe/London"},
     )
     assert response.status_code == 201, response.text
-    booking_id = response.json()["id"]
-    async with runtime(app).db.session() as session:
-        await bookings.confirm(
-            session,
-            runtime(app).settings,
-            uuid.UUID(booking_id),
-            now=runtime(app).now(),
-            audit=AuditContext(actor_id=None, ip=None, request_id=None),
-        )
+    booking_id = str(response.json()["id"])
+    await confirm(app, booking_id)
     return str(booking_id)
 
 

@@ -14,7 +14,6 @@ from sqlalchemy import func, select
 from smilingsteps.accounts.models import Role, TherapistStatus, User
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
-from smilingsteps.bookings import service as bookings
 from smilingsteps.bookings.models import SessionNote
 from smilingsteps.bookings.tasks import BookingJobs
 from smilingsteps.config import Settings
@@ -22,7 +21,7 @@ from smilingsteps.notifications.models import OutboxMessage
 from smilingsteps.therapists.schemas import ExceptionIn, RuleIn
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import problem_type, runtime
-from tests.support.bookings import Person, client_person, make_user, sign_in, therapist_user, utc
+from tests.support.bookings import Person, client_person, confirm, make_user, sign_in, therapist_user, utc
 from tests.support.clock import FakeClock
 
 API = "/api/v1"
@@ -52,19 +51,6 @@ async def app(settings: Settings, clock: FakeClock) -> AsyncIterator[FastAPI]:
 async def book(person: Person, therapist_id: uuid.UUID, start: object) -> httpx.Response:
     body = {"therapist_id": str(therapist_id), "starts_at": str(start.isoformat()), "timezone": "Europe/London"}  # type: ignore[attr-defined]
     return await person.post(f"{API}/bookings", json=body)
-
-
-async def confirm(app: FastAPI, booking_id: str) -> None:
-    from smilingsteps.audit.service import AuditContext
-
-    async with runtime(app).db.session() as session:
-        await bookings.confirm(
-            session,
-            runtime(app).settings,
-            uuid.UUID(booking_id),
-            now=runtime(app).now(),
-            audit=AuditContext(actor_id=None, ip=None, request_id=None),
-        )
 
 
 async def templates_to(app: FastAPI, address: str) -> list[str]:

@@ -11,6 +11,8 @@ import httpx
 from fastapi import FastAPI
 
 from smilingsteps.accounts.models import Role, TherapistStatus, User
+from smilingsteps.audit.service import AuditContext
+from smilingsteps.bookings import service as bookings
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
 from tests.support.accounts import ORIGIN, PASSWORD, new_email, runtime
@@ -124,3 +126,15 @@ async def therapist_user(
 
 def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+async def confirm(app: FastAPI, booking_id: str) -> None:
+    """Confirm as the payment flow will (an admin's action in the meantime)."""
+    async with runtime(app).db.session() as session:
+        await bookings.confirm(
+            session,
+            runtime(app).settings,
+            uuid.UUID(booking_id),
+            now=runtime(app).now(),
+            audit=AuditContext(actor_id=None, ip=None, request_id=None),
+        )

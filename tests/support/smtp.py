@@ -118,6 +118,17 @@ class Delivery:
     authenticated_as: str | None
 
 
+def client_settings(server: SmtpServer) -> dict[str, Any]:
+    """The Settings fields that make the app send through `server` (STARTTLS, its CA, AUTH)."""
+    return {
+        "SMTP_HOST": server.host,
+        "SMTP_PORT": server.port,
+        "SMTP_CA_FILE": server.ca_file,
+        "SMTP_USER": server.username,
+        "SMTP_PASSWORD": server.password,
+    }
+
+
 class SmtpServer:
     """What the server saw. Refusals are scripted per recipient with `reply_to`."""
 
