@@ -441,3 +441,11 @@ async def test_profile_and_availability_endpoints(app: FastAPI) -> None:
     person = await client_person(app)
     assert (await person.put(f"{API}/therapists/me", json=body)).status_code == 403
     assert RuleIn  # the schema the service stores
+
+
+async def test_a_clients_own_expired_hold_does_not_block_another_booking(app: FastAPI, clock: FakeClock) -> None:
+    first, second = await therapist_user(app), await therapist_user(app)
+    person = await client_person(app)
+    assert (await book(person, first.id, MONDAY_9_EAT)).status_code == 201
+    clock.advance(10 * 60 + 1)
+    assert (await book(person, second.id, MONDAY_9_EAT)).status_code == 201

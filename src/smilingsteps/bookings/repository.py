@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import CursorResult, and_, delete, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
+
+# The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
+# profile's CHECK constraints). Lower bounds on starts_at use it so index scans stay short.
+LONGEST_BOOKING = timedelta(minutes=300)
 
 
 def _live(now: datetime):  # type: ignore[no-untyped-def]
@@ -50,50 +55,94 @@ async def busy_between(
 ) -> list[tuple[datetime, datetime]]:
     """(starts_at, blocks_until) of the therapist's live bookings overlapping [start, end)."""
     statement = select(Booking.starts_at, Booking.blocks_until).where(
-        Booking.therapist_id == therapist_id, Booking.starts_at < end, Booking.blocks_until > start, _live(now)
+        Booking.therapist_id == therapist_id,
+        Booking.starts_at > start - LONGEST_BOOKING,
+        Booking.starts_at < end,
+        Booking.blocks_until > start,
+        _live(now),
     )
     if excluding is not None:
         statement = statement.where(Booking.id != excluding)
     return [(row[0], row[1]) for row in await session.execute(statement.order_by(Booking.starts_at))]
 
 
-async def busy_and_client_clash(
+@dataclass(frozen=True)
+class Surroundings:
+    """What a new booking at [start, end) runs into, read in one round trip."""
+
+    busy: list[tuple[datetime, datetime]]  # the therapist's live bookings nearby: (starts_at, blocks_until)
+    client_clash: bool  # the client has a live booking overlapping [start, end)
+    stale_hold_in_the_way: bool  # an expired hold, not yet marked, still occupies the slot
+
+
+async def surroundings(
     session: AsyncSession,
     *,
     therapist_id: uuid.UUID,
     client_id: uuid.UUID,
     start: datetime,
     end: datetime,
-    around: timedelta,
+    blocks_until: datetime,
     now: datetime,
     excluding: uuid.UUID | None = None,
-) -> tuple[list[tuple[datetime, datetime]], bool]:
-    """In one round trip: the therapist's live bookings within `around` of [start, end) as (start, blocks_until),
-    and whether the client has a live booking overlapping [start, end)."""
+) -> Surroundings:
+    """The therapist's bookings near [start, blocks_until) and the client's overlapping [start, end), in one query.
+
+    Both sides are bounded on `starts_at` (no booking is longer than LONGEST_BOOKING), so the
+    (therapist, starts_at) and (client, starts_at) indexes keep it cheap however long the history.
+    """
+    reach = blocks_until - start
     therapist_near = and_(
-        Booking.therapist_id == therapist_id, Booking.starts_at < end + around, Booking.blocks_until > start - around
+        Booking.therapist_id == therapist_id,
+        Booking.starts_at > start - LONGEST_BOOKING - reach,
+        Booking.starts_at < blocks_until + reach,
     )
-    client_overlap = and_(Booking.client_id == client_id, Booking.starts_at < end, Booking.ends_at > start)
-    statement = select(
-        Booking.therapist_id, Booking.client_id, Booking.starts_at, Booking.ends_at, Booking.blocks_until
-    ).where(or_(therapist_near, client_overlap), _live(now))
+    client_overlap = and_(
+        Booking.client_id == client_id, Booking.starts_at > start - LONGEST_BOOKING, Booking.starts_at < end
+    )
+    columns = (
+        Booking.therapist_id,
+        Booking.client_id,
+        Booking.starts_at,
+        Booking.ends_at,
+        Booking.blocks_until,
+        Booking.status,
+        Booking.hold_expires_at,
+    )
+    statement = select(*columns).where(or_(therapist_near, client_overlap), Booking.status.in_(ACTIVE_VALUES))
     if excluding is not None:
         statement = statement.where(Booking.id != excluding)
     busy: list[tuple[datetime, datetime]] = []
-    clash = False
+    clash = stale_in_the_way = False
     for row in await session.execute(statement):
-        if row.therapist_id == therapist_id and row.starts_at < end + around and row.blocks_until > start - around:
+        stale = (
+            row.status == BookingStatus.HELD.value and row.hold_expires_at is not None and row.hold_expires_at <= now
+        )
+        mine = row.therapist_id == therapist_id
+        overlaps_slot = mine and row.starts_at < blocks_until and row.blocks_until > start
+        overlaps_client = row.client_id == client_id and row.starts_at < end and row.ends_at > start
+        if stale:
+            stale_in_the_way = stale_in_the_way or overlaps_slot or overlaps_client
+            continue
+        if mine:
             busy.append((row.starts_at, row.blocks_until))
-        if row.client_id == client_id and row.starts_at < end and row.ends_at > start:
-            clash = True
-    return sorted(busy), clash
+        clash = clash or overlaps_client
+    return Surroundings(sorted(busy), clash, stale_in_the_way)
 
 
-async def expire_stale_holds(session: AsyncSession, *, now: datetime, therapist_id: uuid.UUID | None = None) -> int:
-    """Holds past their expiry become `expired` (all of them, or one therapist's before a booking)."""
+async def expire_stale_holds(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    therapist_id: uuid.UUID | None = None,
+    client_id: uuid.UUID | None = None,
+) -> int:
+    """Holds past their expiry become `expired` (all of them, or one therapist's or client's)."""
     statement = update(Booking).where(Booking.status == BookingStatus.HELD.value, Booking.hold_expires_at <= now)
     if therapist_id is not None:
         statement = statement.where(Booking.therapist_id == therapist_id)
+    if client_id is not None:
+        statement = statement.where(Booking.client_id == client_id)
     result = await session.execute(
         statement.values(status=BookingStatus.EXPIRED.value, updated_at=now).execution_options(
             synchronize_session=False

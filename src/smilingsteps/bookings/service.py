@@ -101,16 +101,22 @@ async def _check_slot(
 ) -> None:
     """422 unless `start` is one of the therapist's slots; 409 if it is taken or the client is busy then."""
     policy = schedule.policy
-    busy, clash = await repository.busy_and_client_clash(
+    end = start + timedelta(minutes=policy.session_minutes)
+    around = await repository.surroundings(
         session,
         therapist_id=schedule.therapist.user.id,
         client_id=client_id,
         start=start,
-        end=start + timedelta(minutes=policy.session_minutes),
-        around=timedelta(minutes=policy.session_minutes + policy.buffer_minutes),
+        end=end,
+        blocks_until=end + timedelta(minutes=policy.buffer_minutes),
         now=now,
         excluding=excluding,
     )
+    if around.stale_hold_in_the_way:
+        # Mark expired holds now: the exclusion constraints still count them until then.
+        await repository.expire_stale_holds(session, now=now, therapist_id=schedule.therapist.user.id)
+        await repository.expire_stale_holds(session, now=now, client_id=client_id)
+    busy, clash = around.busy, around.client_clash
     problem = is_bookable(
         start,
         tz=schedule.tz,
@@ -144,7 +150,6 @@ async def create_hold(
     schedule = await therapists.schedule_of(session, settings, therapist_id)
     policy = schedule.policy
     await repository.take_write_lock(session, therapist_id)
-    await repository.expire_stale_holds(session, now=now, therapist_id=therapist_id)
     await _check_slot(session, schedule, starts_at, client_id=actor.user_id, now=now)
     ends_at = starts_at + timedelta(minutes=policy.session_minutes)
     booking = Booking(
@@ -348,7 +353,6 @@ async def reschedule(
         )
     schedule = await therapists.schedule_of(session, settings, booking.therapist_id)
     await repository.take_write_lock(session, booking.therapist_id)
-    await repository.expire_stale_holds(session, now=now, therapist_id=booking.therapist_id)
     await _check_slot(session, schedule, starts_at, client_id=booking.client_id, now=now, excluding=booking.id)
     ends_at = starts_at + timedelta(minutes=schedule.policy.session_minutes)
     previous = booking.starts_at
