@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import time
+from typing import Any
 
-from sqlalchemy import Select, delete, exists, select
+from sqlalchemy import Date, Integer, Result, Select, String, cast, delete, exists, literal, null, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
@@ -128,17 +130,40 @@ async def save_tags(
 async def availability(
     session: AsyncSession, therapist_id: uuid.UUID
 ) -> tuple[list[AvailabilityRule], list[AvailabilityException]]:
-    rules = await session.execute(
-        select(AvailabilityRule)
-        .where(AvailabilityRule.therapist_id == therapist_id)
-        .order_by(AvailabilityRule.weekday, AvailabilityRule.start)
-    )
-    exceptions = await session.execute(
-        select(AvailabilityException)
-        .where(AvailabilityException.therapist_id == therapist_id)
-        .order_by(AvailabilityException.day, AvailabilityException.start)
-    )
-    return list(rules.scalars()), list(exceptions.scalars())
+    """The weekly rules and the dated exceptions, read in one round trip (UNION ALL); not attached to the session."""
+    rules = select(
+        literal("rule").label("source"),
+        AvailabilityRule.weekday.label("weekday"),
+        cast(null(), Date).label("day"),
+        cast(null(), String).label("kind"),
+        AvailabilityRule.start.label("start"),
+        AvailabilityRule.end.label("end"),
+    ).where(AvailabilityRule.therapist_id == therapist_id)
+    exceptions = select(
+        literal("exception").label("source"),
+        cast(null(), Integer).label("weekday"),
+        AvailabilityException.day.label("day"),
+        AvailabilityException.kind.label("kind"),
+        AvailabilityException.start.label("start"),
+        AvailabilityException.end.label("end"),
+    ).where(AvailabilityException.therapist_id == therapist_id)
+    found_rules: list[AvailabilityRule] = []
+    found_exceptions: list[AvailabilityException] = []
+    result: Result[Any] = await session.execute(union_all(rules, exceptions))
+    for row in result:
+        if row.source == "rule":
+            found_rules.append(
+                AvailabilityRule(therapist_id=therapist_id, weekday=row.weekday, start=row.start, end=row.end)
+            )
+        else:
+            found_exceptions.append(
+                AvailabilityException(
+                    therapist_id=therapist_id, day=row.day, kind=row.kind, start=row.start, end=row.end
+                )
+            )
+    found_rules.sort(key=lambda r: (r.weekday, r.start))
+    found_exceptions.sort(key=lambda e: (e.day, e.start or time.min))
+    return found_rules, found_exceptions
 
 
 async def replace_availability(
