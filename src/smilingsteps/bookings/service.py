@@ -147,7 +147,7 @@ async def create_hold(
     """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot."""
     if actor.role is not Role.CLIENT:
         raise ForbiddenError("Only client accounts book sessions.")
-    schedule = await therapists.schedule_of(session, settings, therapist_id, also_user=actor.user_id)
+    schedule = await therapists.schedule_of(session, settings, therapist_id)
     policy = schedule.policy
     await repository.take_write_lock(session, therapist_id)
     await _check_slot(session, schedule, starts_at, client_id=actor.user_id, now=now)

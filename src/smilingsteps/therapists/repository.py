@@ -68,34 +68,10 @@ async def listed_therapist(session: AsyncSession, therapist_id: uuid.UUID) -> Th
     return (await _with_tags(session, [(row[0], row[1])]))[0]
 
 
-def _is_listed(user: User, profile: TherapistProfile | None) -> bool:
-    return (
-        profile is not None
-        and user.role == Role.THERAPIST.value
-        and user.therapist_status == TherapistStatus.APPROVED.value
-        and user.status == AccountStatus.ACTIVE.value
-    )
-
-
-async def listed_without_tags(
-    session: AsyncSession, therapist_id: uuid.UUID, *, also_user: uuid.UUID | None = None
-) -> Therapist | None:
-    """A listed therapist for booking, without the specialties and languages it does not need.
-
-    `also_user` (the client) is read in the same round trip and left in the session, so a later
-    `session.get(User, also_user)` costs no query.
-    """
-    ids = [therapist_id] if also_user is None else [therapist_id, also_user]
-    rows = await session.execute(
-        select(User, TherapistProfile)
-        .outerjoin(TherapistProfile, TherapistProfile.user_id == User.id)
-        .where(User.id.in_(ids))
-    )
-    for user, profile in rows:
-        if user.id == therapist_id and _is_listed(user, profile):
-            assert profile is not None
-            return Therapist(user, profile, [], [])
-    return None
+async def listed_without_tags(session: AsyncSession, therapist_id: uuid.UUID) -> Therapist | None:
+    """A listed therapist for booking: one query, without the specialties and languages it does not need."""
+    row = (await session.execute(_listed().where(User.id == therapist_id))).first()
+    return None if row is None else Therapist(row[0], row[1], [], [])
 
 
 async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist | None:

@@ -212,14 +212,9 @@ async def _schedule(session: AsyncSession, settings: Settings, therapist: Therap
     )
 
 
-async def schedule_of(
-    session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, *, also_user: uuid.UUID | None = None
-) -> Schedule:
-    """The schedule of a listed therapist (404 for anyone else); the profile's tags are not loaded.
-
-    `also_user` is loaded into the session in the same query (the booking client, read again later).
-    """
-    therapist = await repository.listed_without_tags(session, therapist_id, also_user=also_user)
+async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: uuid.UUID) -> Schedule:
+    """The schedule of a listed therapist (404 for anyone else); the profile's tags are not loaded."""
+    therapist = await repository.listed_without_tags(session, therapist_id)
     if therapist is None:
         raise NotFoundError("No such therapist.")
     return await _schedule(session, settings, therapist)
