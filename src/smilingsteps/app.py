@@ -90,7 +90,7 @@ def _lifespan(settings: Settings, limiter: RateLimiter, clock: Clock | None) -> 
         await runtime.db.connect_with_retry(max_retries=0)
         runtime.tasks.spawn(runtime.db.monitor(), name="database-monitor")
         kit: AuthKit = app.state.auth
-        await asyncio.to_thread(kit.hasher.warm_up)
+        await asyncio.to_thread(kit.warm_up)
         runtime.tasks.spawn(
             kit.revoked.run(runtime.db, runtime.now, settings.SESSION_REVOCATION_SYNC_SECONDS),
             name="session-revocation-sync",

@@ -31,7 +31,7 @@ from smilingsteps.accounts.errors import (
 from smilingsteps.accounts.models import Role
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.accounts.service import ClientInfo, IssuedSession
-from smilingsteps.accounts.tokens import AccessClaims, InvalidTokenError
+from smilingsteps.accounts.tokens import InvalidTokenError
 from smilingsteps.platform.context import client_ip_of, request_id_of
 from smilingsteps.platform.runtime import runtime_of
 
@@ -39,7 +39,6 @@ from smilingsteps.platform.runtime import runtime_of
 # a worker thread, and that hop costs more than the whole check.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "x-csrf-token"
-_CLAIMS_KEY = "access_claims"
 
 
 @dataclass(frozen=True)
@@ -127,24 +126,6 @@ def check_csrf(request: Request, kit: AuthKit, session_id: uuid.UUID) -> None:
         raise CsrfError("The request's Origin is not allowed.")
 
 
-def _decoded(scope: Scope, kit: AuthKit, token: str, now: datetime) -> AccessClaims:
-    """Decode once per request: the rate limiter and the dependency share the result (or the failure)."""
-    state = scope.setdefault("state", {})
-    cached = state.get(_CLAIMS_KEY)
-    if isinstance(cached, tuple) and cached[0] == token:
-        if cached[1] is None:
-            raise InvalidTokenError("already refused in this request")
-        claims: AccessClaims = cached[1]
-        return claims
-    try:
-        claims = kit.codec.decode_access(token, now=now)
-    except InvalidTokenError:
-        state[_CLAIMS_KEY] = (token, None)
-        raise
-    state[_CLAIMS_KEY] = (token, claims)
-    return claims
-
-
 def rate_limit_identity(kit: AuthKit, now: Callable[[], datetime]) -> Callable[[Scope], str | None]:
     """For the rate limiter: the signed-in user's id, so limits follow the account, not the address."""
     names = CookieNames.for_kit(kit)
@@ -161,7 +142,8 @@ def rate_limit_identity(kit: AuthKit, now: Callable[[], datetime]) -> Callable[[
         if not token:
             return None
         try:
-            claims = _decoded(scope, kit, token, now())
+            # The codec keeps verified tokens, so the dependency's own decode of this one is a lookup.
+            claims = kit.codec.decode_access(token, now=now())
         except InvalidTokenError:
             return None
         return None if claims.session_id in kit.revoked else str(claims.user_id)
@@ -175,7 +157,7 @@ def authenticate(request: Request, kit: AuthKit) -> Principal:
     if not token:
         raise NotAuthenticatedError()
     try:
-        claims = _decoded(request.scope, kit, token, runtime_of(request).now())
+        claims = kit.codec.decode_access(token, now=runtime_of(request).now())
     except InvalidTokenError:
         raise InvalidAccessTokenError() from None
     if claims.session_id in kit.revoked:

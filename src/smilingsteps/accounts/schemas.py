@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
-import zoneinfo
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints
 
 from smilingsteps.platform.schemas import RequestModel, ResponseModel
+from smilingsteps.platform.timezones import is_iana_zone
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
@@ -38,17 +37,8 @@ def normalise_phone(value: str) -> str:
     return digits
 
 
-# Files in the zone database that are not zones a person lives in.
-_NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
-
-
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
-
-
 def valid_timezone(value: str) -> str:
-    if value not in _zones():
+    if not is_iana_zone(value):
         raise ValueError("must be an IANA time zone name such as Africa/Nairobi")
     return value
 

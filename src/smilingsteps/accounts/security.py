@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from smilingsteps.accounts.passwords import HashParameters, PasswordHasher
+from smilingsteps.accounts.passwords import HashParameters, PasswordHasher, common_passwords
 from smilingsteps.accounts.revocations import RevokedSessions
 from smilingsteps.accounts.tokens import TokenCodec
 from smilingsteps.config import Settings
@@ -21,6 +21,11 @@ class AuthKit:
     codec: TokenCodec
     encryptor: Encryptor
     revoked: RevokedSessions
+
+    def warm_up(self) -> None:
+        """Start-up work, so no request pays it: the dummy hash and the common-password list."""
+        self.hasher.warm_up()
+        common_passwords()
 
     @property
     def access_ttl(self) -> timedelta:

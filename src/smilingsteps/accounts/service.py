@@ -137,18 +137,26 @@ async def register(session: AsyncSession, kit: AuthKit, data: RegisterIn, *, now
     return user
 
 
-async def _send_verification(session: AsyncSession, kit: AuthKit, user: User, *, now: datetime) -> None:
-    await repository.retire_account_tokens(session, user.id, TokenPurpose.VERIFY_EMAIL.value, now)
+async def _issue_email_token(
+    session: AsyncSession, user: User, purpose: TokenPurpose, *, ttl: timedelta, now: datetime
+) -> str:
+    """A new single-use token for `purpose` (only its hash is kept); older unused ones stop working."""
+    await repository.retire_account_tokens(session, user.id, purpose.value, now)
     token = new_token()
-    ttl = timedelta(hours=kit.settings.EMAIL_VERIFICATION_TTL_HOURS)
     await repository.add_account_token(
         session,
         user_id=user.id,
-        purpose=TokenPurpose.VERIFY_EMAIL.value,
+        purpose=purpose.value,
         token_hash=token_hash(token),
         now=now,
         expires_at=now + ttl,
     )
+    return token
+
+
+async def _send_verification(session: AsyncSession, kit: AuthKit, user: User, *, now: datetime) -> None:
+    ttl = timedelta(hours=kit.settings.EMAIL_VERIFICATION_TTL_HOURS)
+    token = await _issue_email_token(session, user, TokenPurpose.VERIFY_EMAIL, ttl=ttl, now=now)
     await queue_email(
         session,
         to=user.email,
@@ -648,16 +656,8 @@ async def request_password_reset(
     user = await repository.user_by_email(session, email.strip().lower())
     if user is None or user.status != AccountStatus.ACTIVE.value:
         return
-    await repository.retire_account_tokens(session, user.id, TokenPurpose.PASSWORD_RESET.value, now)
-    token = new_token()
-    await repository.add_account_token(
-        session,
-        user_id=user.id,
-        purpose=TokenPurpose.PASSWORD_RESET.value,
-        token_hash=token_hash(token),
-        now=now,
-        expires_at=now + timedelta(minutes=kit.settings.PASSWORD_RESET_TTL_MINUTES),
-    )
+    ttl = timedelta(minutes=kit.settings.PASSWORD_RESET_TTL_MINUTES)
+    token = await _issue_email_token(session, user, TokenPurpose.PASSWORD_RESET, ttl=ttl, now=now)
     await queue_email(
         session,
         to=user.email,

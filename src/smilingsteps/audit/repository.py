@@ -6,11 +6,12 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, select, text
+from sqlalchemy import RowMapping, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.audit.models import AuditEvent
 from smilingsteps.audit.schemas import AuditFilters
+from smilingsteps.platform.db import take_write_turn
 
 # One fixed key for the whole log; only audit writers take it.
 CHAIN_LOCK_KEY = int.from_bytes(hashlib.sha256(b"smilingsteps.audit_events.chain").digest()[:8], "big", signed=True)
@@ -31,11 +32,7 @@ async def lock_chain(session: AsyncSession) -> None:
     another writer has it), so the head read below is current and stays so
     until commit. No row matches, so the append-only trigger does not fire.
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
-    elif dialect == "sqlite":
-        await session.execute(text("DELETE FROM audit_events WHERE 0 = 1"))
+    await take_write_turn(session, table="audit_events", key=CHAIN_LOCK_KEY)
 
 
 async def chain_head(session: AsyncSession) -> tuple[int, str] | None:

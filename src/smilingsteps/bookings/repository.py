@@ -8,17 +8,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import CursorResult, and_, delete, or_, select, text, update
+from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
+from smilingsteps.platform.db import take_write_turn
 
 # The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
 # profile's CHECK constraints). Lower bounds on starts_at use it so index scans stay short.
 LONGEST_BOOKING = timedelta(minutes=300)
 
 
-def _live(now: datetime):  # type: ignore[no-untyped-def]
+def _live(now: datetime) -> ColumnElement[bool]:
     """Active and, for a hold, not yet expired (an expired hold frees its slot before the job marks it)."""
     return and_(
         Booking.status.in_(ACTIVE_VALUES),
@@ -36,12 +37,8 @@ async def take_write_lock(session: AsyncSession, therapist_id: uuid.UUID | None 
     in a deadlock after a second; taking turns per therapist avoids that, and
     the checks then see the winner's row and answer 409 at once.
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
-        await session.execute(text("DELETE FROM bookings WHERE 0 = 1"))
-    elif therapist_id is not None:
-        key = int.from_bytes(therapist_id.bytes[:8], "big", signed=True)
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    key = None if therapist_id is None else int.from_bytes(therapist_id.bytes[:8], "big", signed=True)
+    await take_write_turn(session, table="bookings", key=key)
 
 
 async def busy_between(

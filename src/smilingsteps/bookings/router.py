@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, status
 
 from smilingsteps.accounts.auth import AdminUser, AuthKitDep, Client, CurrentUser, Now, Principal, VerifiedUser
 from smilingsteps.accounts.service import ClientInfo
@@ -114,7 +114,6 @@ def build_router() -> APIRouter:
     async def read_note(
         *,
         booking_id: uuid.UUID,
-        request: Request,
         user: CurrentUser,
         session: DbSession,
         kit: AuthKitDep,

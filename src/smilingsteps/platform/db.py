@@ -47,6 +47,22 @@ def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 
 
+async def take_write_turn(session: AsyncSession, *, table: str, key: int | None) -> None:
+    """Make writers that could clash take turns until this transaction ends.
+
+    PostgreSQL: a transaction-scoped advisory lock on `key` (none when `key` is None:
+    the caller relies on row locks or constraints there). SQLite: pysqlite opens its
+    deferred transaction at the first write, so reads before it may be stale; a
+    write that matches no row of `table` takes the single write lock now, and the
+    reads that follow stay current until commit.
+    """
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        await session.execute(text(f"DELETE FROM {table} WHERE 0 = 1"))  # noqa: S608 (a constant table name)
+    elif key is not None:
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def raised_by_database_driver(exc: BaseException) -> bool:
     """True when a plain OSError/TimeoutError came out of the database driver.
 

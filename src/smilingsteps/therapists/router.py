@@ -10,9 +10,8 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Query
 
 from smilingsteps.accounts.auth import CurrentUser, Now
-from smilingsteps.accounts.schemas import valid_timezone
+from smilingsteps.accounts.schemas import TimeZoneName
 from smilingsteps.platform.dependencies import DbSession, SettingsDep
-from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.schemas import UtcDatetime
 from smilingsteps.therapists import service
@@ -45,16 +44,6 @@ def profile_out(therapist: Therapist) -> ProfileOut:
         timezone=profile.timezone,
         approved=service.is_listed_status(user.role, user.therapist_status),
     )
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(valid_timezone(name))
-    except ValueError:
-        raise ValidationFailedError(
-            "Unknown time zone.",
-            errors=[{"field": "tz", "location": "query", "message": "must be an IANA time zone name"}],
-        ) from None
 
 
 def build_router() -> APIRouter:
@@ -120,9 +109,9 @@ def build_router() -> APIRouter:
         now: Now,
         start: Annotated[UtcDatetime, Query(alias="from")],
         to: UtcDatetime,
-        tz: Annotated[str, Query(max_length=64)] = "Africa/Nairobi",
+        tz: Annotated[TimeZoneName, Query()] = "Africa/Nairobi",
     ) -> list[SlotOut]:
-        zone = _zone(tz)
+        zone = ZoneInfo(tz)
         schedule, starts = await service.free_slots(session, settings, therapist_id, start, to, now=now)
         length = schedule.policy.session_minutes
         return [

@@ -223,7 +223,7 @@ async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: u
 async def _slots(
     session: AsyncSession, schedule: Schedule, start: datetime, end: datetime, now: datetime
 ) -> list[datetime]:
-    busy = await bookings.busy_between(session, schedule.therapist.user.id, start - timedelta(days=1), end, now=now)
+    busy = await bookings.busy_between(session, schedule.therapist.user.id, start, end, now=now)
     return compute_slots(
         tz=schedule.tz,
         rules=schedule.rules,

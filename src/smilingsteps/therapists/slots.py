@@ -57,13 +57,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from smilingsteps.platform.timezones import is_iana_zone
 
 MAX_WINDOW = timedelta(days=60)
 
-# Host aliases that zoneinfo accepts but that are not IANA names: they would silently mean the
-# server's own zone.
-_NOT_IANA_NAMES = frozenset({"localtime", "posixrules"})
 
 WallRange = tuple[time, time]
 UtcInterval = tuple[datetime, datetime]
@@ -162,12 +161,9 @@ class SlotPolicy:
 
 def parse_timezone(name: str) -> ZoneInfo:
     """The IANA zone called ``name``; ``ValueError`` for anything else (the HTTP layer's 422)."""
-    if name in _NOT_IANA_NAMES:
+    if not is_iana_zone(name):
         raise ValueError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {name!r}") from exc
+    return ZoneInfo(name)
 
 
 def check_window(window_start: datetime, window_end: datetime, *, max_window: timedelta = MAX_WINDOW) -> None:
