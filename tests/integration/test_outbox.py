@@ -93,8 +93,7 @@ async def queue(db: Database, clock: FakeClock, to: str, template: str = "verify
     }
     values.update(context)
     async with db.session() as session:
-        message = await queue_email(session, to=to, template=template, context=values, now=utc_from(clock))
-        return message.id
+        return await queue_email(session, to=to, template=template, context=values, now=utc_from(clock))
 
 
 def events_named(events: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:

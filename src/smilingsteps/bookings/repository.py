@@ -8,11 +8,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, CursorResult, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, Select, Uuid, and_, bindparam, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from smilingsteps.accounts.models import User
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
 from smilingsteps.platform.db import take_write_turn
+from smilingsteps.platform.models import UtcDateTime, table_of
 
 # The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
 # profile's CHECK constraints). Lower bounds on starts_at use it so index scans stay short.
@@ -72,6 +74,40 @@ class Surroundings:
     stale_hold_in_the_way: bool  # an expired hold, not yet marked, still occupies the slot
 
 
+def _surroundings_statement(
+    *, excluding: bool
+) -> Select[uuid.UUID, uuid.UUID, datetime, datetime, datetime, str, datetime | None]:
+    """See `surroundings`; the bounds are bound parameters so the statement is built once."""
+    therapist_id, client_id = bindparam("therapist_id", type_=Uuid), bindparam("client_id", type_=Uuid)
+    therapist_near = and_(
+        Booking.therapist_id == therapist_id,
+        Booking.starts_at > bindparam("therapist_from", type_=UtcDateTime),
+        Booking.starts_at < bindparam("therapist_to", type_=UtcDateTime),
+    )
+    client_overlap = and_(
+        Booking.client_id == client_id,
+        Booking.starts_at > bindparam("client_from", type_=UtcDateTime),
+        Booking.starts_at < bindparam("client_to", type_=UtcDateTime),
+    )
+    statement = select(
+        Booking.therapist_id,
+        Booking.client_id,
+        Booking.starts_at,
+        Booking.ends_at,
+        Booking.blocks_until,
+        Booking.status,
+        Booking.hold_expires_at,
+    ).where(or_(therapist_near, client_overlap), Booking.status.in_(ACTIVE_VALUES))
+    if excluding:
+        statement = statement.where(Booking.id != bindparam("excluding", type_=Uuid))
+    return statement
+
+
+# Built once (a statement object keeps its cache key): creating a booking runs this every time.
+_SURROUNDINGS = _surroundings_statement(excluding=False)
+_SURROUNDINGS_EXCLUDING = _surroundings_statement(excluding=True)
+
+
 async def surroundings(
     session: AsyncSession,
     *,
@@ -89,29 +125,20 @@ async def surroundings(
     (therapist, starts_at) and (client, starts_at) indexes keep it cheap however long the history.
     """
     reach = blocks_until - start
-    therapist_near = and_(
-        Booking.therapist_id == therapist_id,
-        Booking.starts_at > start - LONGEST_BOOKING - reach,
-        Booking.starts_at < blocks_until + reach,
-    )
-    client_overlap = and_(
-        Booking.client_id == client_id, Booking.starts_at > start - LONGEST_BOOKING, Booking.starts_at < end
-    )
-    columns = (
-        Booking.therapist_id,
-        Booking.client_id,
-        Booking.starts_at,
-        Booking.ends_at,
-        Booking.blocks_until,
-        Booking.status,
-        Booking.hold_expires_at,
-    )
-    statement = select(*columns).where(or_(therapist_near, client_overlap), Booking.status.in_(ACTIVE_VALUES))
+    parameters: dict[str, object] = {
+        "therapist_id": therapist_id,
+        "therapist_from": start - LONGEST_BOOKING - reach,
+        "therapist_to": blocks_until + reach,
+        "client_id": client_id,
+        "client_from": start - LONGEST_BOOKING,
+        "client_to": end,
+    }
+    statement = _SURROUNDINGS
     if excluding is not None:
-        statement = statement.where(Booking.id != excluding)
+        statement, parameters["excluding"] = _SURROUNDINGS_EXCLUDING, excluding
     busy: list[tuple[datetime, datetime]] = []
     clash = stale_in_the_way = False
-    for row in await session.execute(statement):
+    for row in await session.execute(statement, parameters):
         stale = (
             row.status == BookingStatus.HELD.value and row.hold_expires_at is not None and row.hold_expires_at <= now
         )
@@ -125,6 +152,35 @@ async def surroundings(
             busy.append((row.starts_at, row.blocks_until))
         clash = clash or overlaps_client
     return Surroundings(sorted(busy), clash, stale_in_the_way)
+
+
+_INSERT_BOOKING = insert(table_of(Booking))
+_BOOKING_COLUMNS = tuple(column.key for column in table_of(Booking).columns)
+
+
+async def insert_booking(session: AsyncSession, booking: Booking) -> None:
+    """Write a new (transient) booking with one Core INSERT, not through the unit of work.
+
+    The object stays detached: the caller answers from it, and nothing else in the
+    request loads it again. A clash raises IntegrityError like a flush would.
+    """
+    values = {key: getattr(booking, key) for key in _BOOKING_COLUMNS}
+    await session.execute(_INSERT_BOOKING, values)
+
+
+@dataclass(frozen=True)
+class Contact:
+    email: str
+    full_name: str
+
+
+_CONTACT = select(User.email, User.full_name).where(User.id == bindparam("user_id"))
+
+
+async def contact_of(session: AsyncSession, user_id: uuid.UUID) -> Contact:
+    """The email address and name of an existing account (the caller holds its id from a token)."""
+    row = (await session.execute(_CONTACT, {"user_id": user_id})).one()
+    return Contact(email=row.email, full_name=row.full_name)
 
 
 async def expire_stale_holds(

@@ -12,6 +12,7 @@ Cancellation policy (also in README):
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -104,7 +105,7 @@ async def _check_slot(
     end = start + timedelta(minutes=policy.session_minutes)
     around = await repository.surroundings(
         session,
-        therapist_id=schedule.therapist.user.id,
+        therapist_id=schedule.therapist.id,
         client_id=client_id,
         start=start,
         end=end,
@@ -114,7 +115,7 @@ async def _check_slot(
     )
     if around.stale_hold_in_the_way:
         # Mark expired holds now: the exclusion constraints still count them until then.
-        await repository.expire_stale_holds(session, now=now, therapist_id=schedule.therapist.user.id)
+        await repository.expire_stale_holds(session, now=now, therapist_id=schedule.therapist.id)
         await repository.expire_stale_holds(session, now=now, client_id=client_id)
     busy, clash = around.busy, around.client_clash
     problem = is_bookable(
@@ -161,24 +162,23 @@ async def create_hold(
         blocks_until=ends_at + timedelta(minutes=policy.buffer_minutes),
         status=BookingStatus.HELD.value,
         hold_expires_at=now + timedelta(minutes=settings.BOOKING_HOLD_MINUTES),
-        price_kes=schedule.therapist.profile.price_kes,
+        price_kes=schedule.therapist.price_kes,
         client_timezone=client_timezone,
-        therapist_timezone=schedule.therapist.profile.timezone,
+        therapist_timezone=schedule.therapist.timezone,
         refund_due_kes=0,
         reschedule_count=0,
         created_at=now,
         updated_at=now,
     )
-    await _insert(session, booking)
-    client = await session.get(User, actor.user_id)
-    assert client is not None
+    await _conflict_to_409(repository.insert_booking(session, booking))
+    client = await repository.contact_of(session, actor.user_id)
     await queue_email(
         session,
         to=client.email,
         template="booking_received",
         context={
             "full_name": client.full_name,
-            "other_name": schedule.therapist.user.full_name,
+            "other_name": schedule.therapist.full_name,
             "when": _when(starts_at, client_timezone),
             "hold_minutes": settings.BOOKING_HOLD_MINUTES,
             "link": public_link(settings, f"/bookings/{booking.id}"),
@@ -188,18 +188,18 @@ async def create_hold(
     return booking
 
 
-async def _insert(session: AsyncSession, booking: Booking) -> None:
-    session.add(booking)
-    await _flush_or_conflict(session)
-
-
 async def _flush_or_conflict(session: AsyncSession) -> None:
-    """Flush; an exclusion-constraint refusal (a race another transaction won) becomes a 409.
+    """Flush; an exclusion-constraint refusal (a race another transaction won) becomes a 409."""
+    await _conflict_to_409(session.flush())
+
+
+async def _conflict_to_409(write: Awaitable[None]) -> None:
+    """Await a write; an exclusion-constraint refusal (a race another transaction won) becomes a 409.
 
     No savepoint: the request's whole transaction is rolled back with the error anyway.
     """
     try:
-        await session.flush()
+        await write
     except IntegrityError as exc:
         raise (ClientOverlapError() if "client_overlap" in str(exc.orig) else SlotTakenError()) from None
     except DBAPIError as exc:

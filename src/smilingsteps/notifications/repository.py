@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.notifications.models import OutboxMessage, OutboxStatus
+from smilingsteps.platform.models import table_of
 
 PENDING = OutboxStatus.PENDING.value
 SENDING = OutboxStatus.SENDING.value
@@ -55,13 +56,16 @@ def _due(now: datetime) -> ColumnElement[bool]:
     )
 
 
+_INSERT = insert(table_of(OutboxMessage))
+
+
 class OutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, message: OutboxMessage) -> None:
-        self.session.add(message)
-        await self.session.flush()
+    async def insert(self, **values: object) -> None:
+        """One new row, written with a single Core INSERT (no unit of work: queueing is on hot paths)."""
+        await self.session.execute(_INSERT, values)
 
     async def claim_due(
         self, *, now: datetime, token: str, lease_until: datetime, limit: int, max_attempts: int

@@ -7,6 +7,7 @@ the outbox sender (`smilingsteps worker`, or the app itself in development).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from email.errors import HeaderParseError
@@ -17,7 +18,7 @@ from urllib.parse import urlencode
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.config import Settings
-from smilingsteps.notifications.models import OutboxMessage, OutboxStatus
+from smilingsteps.notifications.models import OutboxStatus
 from smilingsteps.notifications.repository import OutboxRepository
 from smilingsteps.notifications.templates import render_email
 from smilingsteps.platform.models import new_id
@@ -25,17 +26,19 @@ from smilingsteps.platform.models import new_id
 
 async def queue_email(
     session: AsyncSession, *, to: str, template: str, context: Mapping[str, Any], now: datetime
-) -> OutboxMessage:
-    """Render `template` with `context` and add the message to `session`'s transaction.
+) -> uuid.UUID:
+    """Render `template` with `context`, write the message in `session`'s transaction; its id.
 
-    Only flushes: the caller's transaction decides whether the message exists.
+    The row is inserted at once (one INSERT, not a unit-of-work flush), but the
+    caller's transaction decides whether the message exists.
     An unknown template, a missing context key or a malformed address raises
     (`EmailTemplateError` / `ValueError`): those are programming errors.
     """
     address = _checked_address(to)
     rendered = render_email(template, context)
-    message = OutboxMessage(
-        id=new_id(),
+    outbox_id = new_id()
+    await OutboxRepository(session).insert(
+        id=outbox_id,
         to_address=address,
         template=template,
         subject=rendered.subject,
@@ -46,8 +49,7 @@ async def queue_email(
         next_attempt_at=now,
         created_at=now,
     )
-    await OutboxRepository(session).add(message)
-    return message
+    return outbox_id
 
 
 def public_link(settings: Settings, path: str, **query: str) -> str:

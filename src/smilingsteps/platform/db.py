@@ -10,6 +10,7 @@ background work uses `run_transaction`, which retries transient failures.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import ssl
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import event, text
+from sqlalchemy import TextClause, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -58,9 +59,18 @@ async def take_write_turn(session: AsyncSession, *, table: str, key: int | None)
     """
     dialect = session.get_bind().dialect.name
     if dialect == "sqlite":
-        await session.execute(text(f"DELETE FROM {table} WHERE 0 = 1"))  # noqa: S608 (a constant table name)
+        await session.execute(_no_op_write(table))
     elif key is not None:
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        await session.execute(_ADVISORY_XACT_LOCK, {"key": key})
+
+
+# Built once: a statement object keeps its cache key (these run on every booking).
+_ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+
+
+@functools.cache
+def _no_op_write(table: str) -> TextClause:
+    return text(f"DELETE FROM {table} WHERE 0 = 1")  # noqa: S608 (callers pass constant table names)
 
 
 def raised_by_database_driver(exc: BaseException) -> bool:

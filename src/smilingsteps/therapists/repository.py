@@ -8,7 +8,21 @@ from dataclasses import dataclass
 from datetime import time
 from typing import Any
 
-from sqlalchemy import Date, Integer, Result, Select, String, cast, delete, exists, literal, null, select, union_all
+from sqlalchemy import (
+    Date,
+    Integer,
+    Result,
+    Select,
+    String,
+    bindparam,
+    cast,
+    delete,
+    exists,
+    literal,
+    null,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
@@ -19,6 +33,7 @@ from smilingsteps.therapists.models import (
     TherapistProfile,
     TherapistSpecialty,
 )
+from smilingsteps.therapists.slots import DateException, WeeklyRule
 
 
 @dataclass(frozen=True)
@@ -29,16 +44,39 @@ class Therapist:
     languages: list[str]
 
 
+_LISTED = (
+    User.role == Role.THERAPIST.value,
+    User.therapist_status == TherapistStatus.APPROVED.value,
+    User.status == AccountStatus.ACTIVE.value,
+)
+
+
 def _listed() -> Select[User, TherapistProfile]:
-    return (
-        select(User, TherapistProfile)
-        .join(TherapistProfile, TherapistProfile.user_id == User.id)
-        .where(
-            User.role == Role.THERAPIST.value,
-            User.therapist_status == TherapistStatus.APPROVED.value,
-            User.status == AccountStatus.ACTIVE.value,
+    return select(User, TherapistProfile).join(TherapistProfile, TherapistProfile.user_id == User.id).where(*_LISTED)
+
+
+@dataclass(frozen=True)
+class Bookable:
+    """What booking and slot computation need of a listed therapist (no ORM objects)."""
+
+    id: uuid.UUID
+    full_name: str
+    timezone: str
+    price_kes: int
+    session_minutes: int
+    buffer_minutes: int
+
+    @classmethod
+    def of(cls, therapist: Therapist) -> Bookable:
+        user, profile = therapist.user, therapist.profile
+        return cls(
+            user.id,
+            user.full_name,
+            profile.timezone,
+            profile.price_kes,
+            profile.session_minutes,
+            profile.buffer_minutes,
         )
-    )
 
 
 async def _with_tags(session: AsyncSession, rows: Sequence[tuple[User, TherapistProfile]]) -> list[Therapist]:
@@ -68,10 +106,10 @@ async def listed_therapist(session: AsyncSession, therapist_id: uuid.UUID) -> Th
     return (await _with_tags(session, [(row[0], row[1])]))[0]
 
 
-async def listed_without_tags(session: AsyncSession, therapist_id: uuid.UUID) -> Therapist | None:
-    """A listed therapist for booking: one query, without the specialties and languages it does not need."""
-    row = (await session.execute(_listed().where(User.id == therapist_id))).first()
-    return None if row is None else Therapist(row[0], row[1], [], [])
+async def bookable(session: AsyncSession, therapist_id: uuid.UUID) -> Bookable | None:
+    """A listed therapist's booking terms, in one query of plain columns."""
+    row = (await session.execute(_BOOKABLE, {"therapist_id": therapist_id})).first()
+    return None if row is None else Bookable(*row)
 
 
 async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist | None:
@@ -127,10 +165,7 @@ async def save_tags(
     session.add_all(TherapistLanguage(therapist_id=therapist_id, language=lang) for lang in languages)
 
 
-async def availability(
-    session: AsyncSession, therapist_id: uuid.UUID
-) -> tuple[list[AvailabilityRule], list[AvailabilityException]]:
-    """The weekly rules and the dated exceptions, read in one round trip (UNION ALL); not attached to the session."""
+def _availability_statement() -> Any:
     rules = select(
         literal("rule").label("source"),
         AvailabilityRule.weekday.label("weekday"),
@@ -138,7 +173,7 @@ async def availability(
         cast(null(), String).label("kind"),
         AvailabilityRule.start.label("start"),
         AvailabilityRule.end.label("end"),
-    ).where(AvailabilityRule.therapist_id == therapist_id)
+    ).where(AvailabilityRule.therapist_id == bindparam("therapist_id"))
     exceptions = select(
         literal("exception").label("source"),
         cast(null(), Integer).label("weekday"),
@@ -146,24 +181,40 @@ async def availability(
         AvailabilityException.kind.label("kind"),
         AvailabilityException.start.label("start"),
         AvailabilityException.end.label("end"),
-    ).where(AvailabilityException.therapist_id == therapist_id)
-    found_rules: list[AvailabilityRule] = []
-    found_exceptions: list[AvailabilityException] = []
-    result: Result[Any] = await session.execute(union_all(rules, exceptions))
+    ).where(AvailabilityException.therapist_id == bindparam("therapist_id"))
+    return union_all(rules, exceptions)
+
+
+# Built once: a statement object keeps its cache key, so booking a slot neither rebuilds the
+# expression nor recomputes its key (together a sixth of a booking's server time before).
+_BOOKABLE = (
+    select(
+        User.id,
+        User.full_name,
+        TherapistProfile.timezone,
+        TherapistProfile.price_kes,
+        TherapistProfile.session_minutes,
+        TherapistProfile.buffer_minutes,
+    )
+    .join(TherapistProfile, TherapistProfile.user_id == User.id)
+    .where(User.id == bindparam("therapist_id"), *_LISTED)
+)
+_AVAILABILITY = _availability_statement()
+
+
+async def availability(session: AsyncSession, therapist_id: uuid.UUID) -> tuple[list[WeeklyRule], list[DateException]]:
+    """The weekly rules and the dated exceptions, read in one round trip (UNION ALL), as plain values."""
+    rules: list[WeeklyRule] = []
+    exceptions: list[DateException] = []
+    result: Result[Any] = await session.execute(_AVAILABILITY, {"therapist_id": therapist_id})
     for row in result:
         if row.source == "rule":
-            found_rules.append(
-                AvailabilityRule(therapist_id=therapist_id, weekday=row.weekday, start=row.start, end=row.end)
-            )
+            rules.append(WeeklyRule(weekday=row.weekday, start=row.start, end=row.end))
         else:
-            found_exceptions.append(
-                AvailabilityException(
-                    therapist_id=therapist_id, day=row.day, kind=row.kind, start=row.start, end=row.end
-                )
-            )
-    found_rules.sort(key=lambda r: (r.weekday, r.start))
-    found_exceptions.sort(key=lambda e: (e.day, e.start or time.min))
-    return found_rules, found_exceptions
+            exceptions.append(DateException(day=row.day, kind=row.kind, start=row.start, end=row.end))
+    rules.sort(key=lambda r: (r.weekday, r.start))
+    exceptions.sort(key=lambda e: (e.day, e.start or time.min))
+    return rules, exceptions
 
 
 async def replace_availability(

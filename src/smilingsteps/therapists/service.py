@@ -17,7 +17,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.therapists import repository
 from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, TherapistProfile
-from smilingsteps.therapists.repository import Therapist
+from smilingsteps.therapists.repository import Bookable, Therapist
 from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
 from smilingsteps.therapists.slots import (
     Busy,
@@ -40,14 +40,14 @@ class NoProfileError(ConflictError):
 class Schedule:
     """Everything slot computation needs about one therapist."""
 
-    therapist: Therapist
+    therapist: Bookable
     tz: ZoneInfo
     rules: list[WeeklyRule]
     exceptions: list[DateException]
     policy: SlotPolicy
 
 
-def slot_policy(settings: Settings, profile: TherapistProfile) -> SlotPolicy:
+def slot_policy(settings: Settings, profile: TherapistProfile | Bookable) -> SlotPolicy:
     return SlotPolicy(
         session_minutes=profile.session_minutes,
         buffer_minutes=profile.buffer_minutes,
@@ -190,7 +190,7 @@ async def directory(
 
 
 async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapist, day: date, now: datetime) -> bool:
-    schedule = await _schedule(session, settings, therapist)
+    schedule = await _schedule(session, settings, Bookable.of(therapist))
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=schedule.tz)
     end = min(end.astimezone(now.tzinfo), now + schedule.policy.horizon + timedelta(minutes=1))
     if end <= now:
@@ -201,20 +201,20 @@ async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapi
 # ---- slots ------------------------------------------------------------------------------------
 
 
-async def _schedule(session: AsyncSession, settings: Settings, therapist: Therapist) -> Schedule:
-    rules, exceptions = await repository.availability(session, therapist.user.id)
+async def _schedule(session: AsyncSession, settings: Settings, therapist: Bookable) -> Schedule:
+    rules, exceptions = await repository.availability(session, therapist.id)
     return Schedule(
         therapist=therapist,
-        tz=ZoneInfo(therapist.profile.timezone),
-        rules=[WeeklyRule(weekday=r.weekday, start=r.start, end=r.end) for r in rules],
-        exceptions=[DateException(day=e.day, kind=e.kind, start=e.start, end=e.end) for e in exceptions],  # type: ignore[arg-type]
-        policy=slot_policy(settings, therapist.profile),
+        tz=ZoneInfo(therapist.timezone),
+        rules=rules,
+        exceptions=exceptions,
+        policy=slot_policy(settings, therapist),
     )
 
 
 async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: uuid.UUID) -> Schedule:
-    """The schedule of a listed therapist (404 for anyone else); the profile's tags are not loaded."""
-    therapist = await repository.listed_without_tags(session, therapist_id)
+    """The schedule of a listed therapist (404 for anyone else)."""
+    therapist = await repository.bookable(session, therapist_id)
     if therapist is None:
         raise NotFoundError("No such therapist.")
     return await _schedule(session, settings, therapist)
@@ -223,7 +223,7 @@ async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: u
 async def _slots(
     session: AsyncSession, schedule: Schedule, start: datetime, end: datetime, now: datetime
 ) -> list[datetime]:
-    busy = await bookings.busy_between(session, schedule.therapist.user.id, start, end, now=now)
+    busy = await bookings.busy_between(session, schedule.therapist.id, start, end, now=now)
     return compute_slots(
         tz=schedule.tz,
         rules=schedule.rules,
