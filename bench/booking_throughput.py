@@ -43,16 +43,16 @@ other shared background processes separately), the load generator's CPU, and how
 (``/proc/stat``). In process, after the load: the SQL round trips of one booking, counted with
 SQLAlchemy events (``--py-spy`` adds a sampled profile of the server during a distinct-slot phase).
 
-What-if (on by default, ``--no-what-if`` skips it): a second server on the same database whose
-booking path is patched in that process only (``apply_lean_what_if``; never the package) to make fewer
-round trips and a narrower busy query, measured with the same rounds, so the gain of fewer round
-trips is a measurement, not a guess.
+What-if (on by default, ``--no-what-if`` skips it): a second server on the same database with
+SQLAlchemy's ``pool_pre_ping`` on (a ``SELECT 1`` on every checkout, as the package did before
+``CheckoutPing``), patched in that process only (``apply_pre_ping_what_if``; never the package) and
+measured in the same interleaved rounds, so the round trip the idle window saves is a measurement.
 
 Usage (from the repository root; bench/README.md has the details)::
 
     .tools/bin/uv run --frozen python bench/booking_throughput.py             # ~4 minutes
     .tools/bin/uv run --frozen python bench/booking_throughput.py --py-spy    # + py-spy profile (uv tool run py-spy)
-    # one server (standard or lean), its settings from the environment as settings_env() sets them:
+    # one server (standard or pre-ping), its settings from the environment as settings_env() sets them:
     .tools/bin/uv run --frozen python bench/booking_throughput.py --serve standard --port 8001 --workdir /tmp/x
 
 Results: ``bench/results/booking_throughput.json``.
@@ -136,103 +136,22 @@ class Options:
     tmp_root: str | None = None
 
 
-VARIANTS = ("standard", "lean")
+VARIANTS = ("standard", "pre-ping")
 
 
-def apply_lean_what_if() -> None:
-    """What-if, never in the package: the booking path with fewer round trips and a narrower busy query.
-
-    Patched in this process only, whatever the measured source already does (the in-process count in
-    the JSON says how many round trips are left):
-
-    * no pool pre-ping (``pool_pre_ping=False``: a connection broken by an outage would then fail one
-      request instead of being replaced on checkout);
-    * the therapist loaded with one query (user + profile), without the specialty and language
-      lists that the directory shows and a booking does not use;
-    * no ``expire_stale_holds`` UPDATE before each hold (a real change would run it only when the
-      insert meets the exclusion constraint, then retry once: expired holds still count there);
-    * no client-overlap query: the client exclusion constraint decides, and its name tells
-      client-overlap from slot-taken;
-    * the busy SELECT asks only about the slot itself, ``[start, start + session + buffer)``, with a
-      lower bound on ``starts_at`` (a block is at most 5 h long, 1 day is safe), so the
-      ``(therapist_id, starts_at)`` index is range-scanned from there: 0 or 1 rows come back instead
-      of a day's worth either side, and PostgreSQL no longer walks the therapist's whole history.
-
-    The busy SELECT stays (under contention it turns a loser's wait on the winner's uncommitted row
-    into a quick 409), and so does any lock the measured source takes.
-    """
-    from datetime import timedelta
-
-    from sqlalchemy import select
-
+def apply_pre_ping_what_if() -> None:
+    """What-if, never in the package: SQLAlchemy's ``pool_pre_ping=True``, one ``SELECT 1`` round trip on
+    every checkout (what the package did before ``CheckoutPing``, which pings only connections idle
+    for ``PING_IF_IDLE_SECONDS`` or pooled before an outage). Patched in this process only."""
     import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.accounts.models import User  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.bookings import repository as bookings_repository  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.bookings import service as bookings_service  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.bookings.errors import (  # type: ignore[import-untyped, unused-ignore]
-        SlotNotBookableError,
-        SlotTakenError,
-    )
-    from smilingsteps.bookings.models import Booking  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.errors import NotFoundError  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.therapists import repository as therapists_repository  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.therapists import service as therapists_service  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.therapists.slots import Busy, is_bookable  # type: ignore[import-untyped, unused-ignore]
 
     create_engine = db.create_async_engine
 
-    def without_pre_ping(*args: Any, **kwargs: Any) -> Any:
-        kwargs["pool_pre_ping"] = False
+    def with_pre_ping(*args: Any, **kwargs: Any) -> Any:
+        kwargs["pool_pre_ping"] = True
         return create_engine(*args, **kwargs)
 
-    async def schedule_of(session: Any, settings: Any, therapist_id: uuid.UUID) -> Any:
-        row = (await session.execute(therapists_repository._listed().where(User.id == therapist_id))).first()
-        if row is None:
-            raise NotFoundError("No such therapist.")
-        therapist = therapists_repository.Therapist(row[0], row[1], [], [])
-        return await therapists_service._schedule(session, settings, therapist)
-
-    async def no_expiry(*_: Any, **__: Any) -> int:
-        return 0
-
-    async def no_overlap(*_: Any, **__: Any) -> bool:
-        return False
-
-    async def check_slot(session: Any, schedule: Any, start: Any, *, now: Any, excluding: Any = None, **_: Any) -> None:
-        # **_: later versions pass client_id too (the client's clash is left to the constraint here).
-        policy = schedule.policy
-        end = start + timedelta(minutes=policy.session_minutes + policy.buffer_minutes)
-        statement = select(Booking.starts_at, Booking.blocks_until).where(
-            Booking.therapist_id == schedule.therapist.user.id,
-            Booking.starts_at > start - timedelta(days=1),
-            Booking.starts_at < end,
-            Booking.blocks_until > start,
-            bookings_repository._live(now),
-        )
-        if excluding is not None:
-            statement = statement.where(Booking.id != excluding)
-        busy = [Busy(start=row[0], end=row[1]) for row in await session.execute(statement)]
-        problem = is_bookable(
-            start,
-            tz=schedule.tz,
-            rules=schedule.rules,
-            exceptions=schedule.exceptions,
-            busy=busy,
-            policy=policy,
-            now=now,
-        )
-        if problem == "taken":
-            raise SlotTakenError()
-        if problem is not None:
-            text = bookings_service._PROBLEM_TEXT.get(str(problem), "This time cannot be booked.")
-            raise SlotNotBookableError(str(problem), text)
-
-    db.create_async_engine = without_pre_ping
-    therapists_service.schedule_of = schedule_of
-    bookings_repository.expire_stale_holds = no_expiry
-    if hasattr(bookings_repository, "client_overlaps"):
-        bookings_repository.client_overlaps = no_overlap
-    bookings_service._check_slot = check_slot
+    db.create_async_engine = with_pre_ping
 
 
 def serve(port: int, workdir: Path, variant: str) -> None:
@@ -242,8 +161,8 @@ def serve(port: int, workdir: Path, variant: str) -> None:
     from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.server import build_server  # type: ignore[import-untyped, unused-ignore]
 
-    if variant == "lean":
-        apply_lean_what_if()
+    if variant == "pre-ping":
+        apply_pre_ping_what_if()
     settings = Settings()
     configure_logging(settings, stream=(workdir / f"app-{variant}.log").open("a", encoding="utf-8"))
     app = create_app(settings)
@@ -864,7 +783,7 @@ async def round_trips(
     url: str, workdir: Path, people: People, starts: list[dt.datetime], variant: str
 ) -> dict[str, Any]:
     """One booking (and one anonymous therapist read) in process, every statement recorded with SQLAlchemy
-    events; the pool's pre-ping (a round trip SQLAlchemy does not report as a statement) is counted too."""
+    events; a liveness ping on checkout (a round trip SQLAlchemy does not report as a statement) is counted too."""
     import httpx
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
@@ -873,8 +792,8 @@ async def round_trips(
     from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
 
-    if variant == "lean":
-        apply_lean_what_if()  # for good, in this process: the last thing the benchmark does with the app
+    if variant == "pre-ping":
+        apply_pre_ping_what_if()  # for good, in this process: the last thing the benchmark does with the app
     env = settings_env(url, workdir, Options(pool_size=2), secrets.token_urlsafe(36))
     settings = Settings(**env)
     configure_logging(settings, stream=(workdir / f"inproc-{variant}.log").open("a", encoding="utf-8"))
@@ -909,7 +828,7 @@ async def round_trips(
 
             def counted_ping(dbapi_connection: Any) -> Any:
                 if recording:
-                    seen.append("pre-ping (SELECT 1 on checkout)")
+                    seen.append("checkout ping (SELECT 1)")
                 return original_ping(dbapi_connection)
 
             dialect.do_ping = counted_ping
@@ -955,7 +874,7 @@ async def round_trips(
                     "round_trips": len(read_statements),
                     "statements": read_statements,
                 },
-                "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: the pool's pre-ping, "
+                "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: a checkout ping, "
                 "BEGIN (sent by asyncpg as its own message before the first statement), each statement "
                 "(SAVEPOINT / RELEASE included), COMMIT. Not counted: asyncpg's PREPARE on a prepared-statement "
                 "cache miss (once per statement text per connection; warm after the first requests)",
@@ -1289,24 +1208,24 @@ async def measure(
     )
     what_if_runs: list[dict[str, Any]] = []
     if options.what_if:
-        with running_server(env, workdir, options, "lean") as server:
+        with running_server(env, workdir, options, "pre-ping") as server:
             ctx = Context(server.port, server.process.pid, admin, name)
-            what_if_runs = await interleaved(ctx, workload, options, "lean")
+            what_if_runs = await interleaved(ctx, workload, options, "pre-ping")
     print("in process: round trips of one booking", flush=True)
     probe_starts = workload.starts[: len(workload.starts) // 2 : 24]  # days apart, the probe therapist only
     trips = {"standard": await round_trips(url, workdir, people, probe_starts[:4], "standard")}
     if options.what_if:
-        trips["lean"] = await round_trips(url, workdir, people, probe_starts[4:8], "lean")
+        trips["pre-ping"] = await round_trips(url, workdir, people, probe_starts[4:8], "pre-ping")
     result["round_trips"] = trips
     if what_if_runs:
-        lean = headline(what_if_runs)
-        result["what_if_lean"] = {
-            "description": (apply_lean_what_if.__doc__ or "").strip(),
-            "round_trips_per_booking": trips["lean"]["booking"]["round_trips"],
-            "summary": lean["summary"],
-            "ratios": lean["ratios"],
+        other = headline(what_if_runs)
+        result["what_if_pre_ping"] = {
+            "description": (apply_pre_ping_what_if.__doc__ or "").strip(),
+            "round_trips_per_booking": trips["pre-ping"]["booking"]["round_trips"],
+            "summary": other["summary"],
+            "ratios": other["ratios"],
             "distinct_bookings_per_second_vs_standard": round(
-                lean["summary"]["distinct"]["bookings_per_second"] / distinct_bps, 3
+                other["summary"]["distinct"]["bookings_per_second"] / distinct_bps, 3
             ),
             "runs": what_if_runs,
         }
@@ -1407,15 +1326,16 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"ratios: {report['ratios']}")
     trips = report["round_trips"]
     print("round trips per booking: " + ", ".join(f"{k} {v['booking']['round_trips']}" for k, v in trips.items()))
-    lean = report.get("what_if_lean")
-    if lean:
-        for kind, row in lean["summary"].items():
+    what_if = report.get("what_if_pre_ping")
+    if what_if:
+        for kind, row in what_if["summary"].items():
             ok = row.get("bookings_per_second", row["requests_per_second"])
             print(
-                f"what-if lean {kind:<11}{row['requests_per_second']:>9.1f}{ok:>9.1f} ok/s p50 {row['p50_ms']:.2f} "
+                f"what-if pre-ping {kind:<7}{row['requests_per_second']:>9.1f}{ok:>9.1f} ok/s p50 {row['p50_ms']:.2f} "
                 f"p99 {row['p99_ms']:.2f} ms server {row['server_cpu_us_per_request']:.1f} µs"
             )
-        print(f"what-if lean / standard, distinct bookings/s: {lean['distinct_bookings_per_second_vs_standard']}")
+        ratio = what_if["distinct_bookings_per_second_vs_standard"]
+        print(f"what-if pre-ping / standard, distinct bookings/s: {ratio}")
     print(f"checks: {json.dumps(report['checks'])}")
     if report.get("profile") and "layers" in report["profile"]:
         for row in report["profile"]["layers"]:
@@ -1446,7 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also profile the server with py-spy (optionally the command to run it; default: uv tool run py-spy)",
     )
     parser.add_argument(
-        "--no-what-if", action="store_true", help="skip the what-if server (fewer round trips per booking)"
+        "--no-what-if", action="store_true", help="skip the what-if server (a pre-ping on every checkout)"
     )
     parser.add_argument("--profile-seconds", type=float, default=12.0, help="py-spy recording length (12)")
     parser.add_argument(
