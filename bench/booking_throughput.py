@@ -43,16 +43,16 @@ other shared background processes separately), the load generator's CPU, and how
 (``/proc/stat``). In process, after the load: the SQL round trips of one booking, counted with
 SQLAlchemy events (``--py-spy`` adds a sampled profile of the server during a distinct-slot phase).
 
-What-if (on by default, ``--no-what-if`` skips it): a second server on the same database with
-SQLAlchemy's ``pool_pre_ping`` on (a ``SELECT 1`` on every checkout, as the package did before
-``CheckoutPing``), patched in that process only (``apply_pre_ping_what_if``; never the package) and
-measured in the same interleaved rounds, so the round trip the idle window saves is a measurement.
+What-if (on by default, ``--no-what-if`` skips it): a second server on the same database without
+SQLAlchemy's ``pool_pre_ping`` (the ``SELECT 1`` on every checkout), patched in that process only
+(``apply_no_pre_ping_what_if``; never the package) and measured in the same interleaved rounds, so
+what the liveness round trip costs is a measurement, not a guess.
 
 Usage (from the repository root; bench/README.md has the details)::
 
     .tools/bin/uv run --frozen python bench/booking_throughput.py             # ~4 minutes
     .tools/bin/uv run --frozen python bench/booking_throughput.py --py-spy    # + py-spy profile (uv tool run py-spy)
-    # one server (standard or pre-ping), its settings from the environment as settings_env() sets them:
+    # one server (standard or no-pre-ping), its settings from the environment as settings_env() sets them:
     .tools/bin/uv run --frozen python bench/booking_throughput.py --serve standard --port 8001 --workdir /tmp/x
 
 Results: ``bench/results/booking_throughput.json``.
@@ -136,22 +136,22 @@ class Options:
     tmp_root: str | None = None
 
 
-VARIANTS = ("standard", "pre-ping")
+VARIANTS = ("standard", "no-pre-ping")
 
 
-def apply_pre_ping_what_if() -> None:
-    """What-if, never in the package: SQLAlchemy's ``pool_pre_ping=True``, one ``SELECT 1`` round trip on
-    every checkout (what the package did before ``CheckoutPing``, which pings only connections idle
-    for ``PING_IF_IDLE_SECONDS`` or pooled before an outage). Patched in this process only."""
+def apply_no_pre_ping_what_if() -> None:
+    """What-if, never in the package: no ``pool_pre_ping`` (the ``SELECT 1`` liveness round trip on each
+    checkout). A connection broken by an outage would then fail a request instead of being replaced
+    on checkout. Patched in this process only."""
     import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
 
     create_engine = db.create_async_engine
 
-    def with_pre_ping(*args: Any, **kwargs: Any) -> Any:
-        kwargs["pool_pre_ping"] = True
+    def without_pre_ping(*args: Any, **kwargs: Any) -> Any:
+        kwargs["pool_pre_ping"] = False
         return create_engine(*args, **kwargs)
 
-    db.create_async_engine = with_pre_ping
+    db.create_async_engine = without_pre_ping
 
 
 def serve(port: int, workdir: Path, variant: str) -> None:
@@ -161,8 +161,8 @@ def serve(port: int, workdir: Path, variant: str) -> None:
     from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.server import build_server  # type: ignore[import-untyped, unused-ignore]
 
-    if variant == "pre-ping":
-        apply_pre_ping_what_if()
+    if variant == "no-pre-ping":
+        apply_no_pre_ping_what_if()
     settings = Settings()
     configure_logging(settings, stream=(workdir / f"app-{variant}.log").open("a", encoding="utf-8"))
     app = create_app(settings)
@@ -783,7 +783,7 @@ async def round_trips(
     url: str, workdir: Path, people: People, starts: list[dt.datetime], variant: str
 ) -> dict[str, Any]:
     """One booking (and one anonymous therapist read) in process, every statement recorded with SQLAlchemy
-    events; a liveness ping on checkout (a round trip SQLAlchemy does not report as a statement) is counted too."""
+    events; the pool's pre-ping (a round trip SQLAlchemy does not report as a statement) is counted too."""
     import httpx
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
@@ -792,8 +792,8 @@ async def round_trips(
     from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
 
-    if variant == "pre-ping":
-        apply_pre_ping_what_if()  # for good, in this process: the last thing the benchmark does with the app
+    if variant == "no-pre-ping":
+        apply_no_pre_ping_what_if()  # for good, in this process: the last thing the benchmark does with the app
     env = settings_env(url, workdir, Options(pool_size=2), secrets.token_urlsafe(36))
     settings = Settings(**env)
     configure_logging(settings, stream=(workdir / f"inproc-{variant}.log").open("a", encoding="utf-8"))
@@ -828,7 +828,7 @@ async def round_trips(
 
             def counted_ping(dbapi_connection: Any) -> Any:
                 if recording:
-                    seen.append("checkout ping (SELECT 1)")
+                    seen.append("pre-ping (SELECT 1 on checkout)")
                 return original_ping(dbapi_connection)
 
             dialect.do_ping = counted_ping
@@ -874,7 +874,7 @@ async def round_trips(
                     "round_trips": len(read_statements),
                     "statements": read_statements,
                 },
-                "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: a checkout ping, "
+                "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: the pool's pre-ping, "
                 "BEGIN (sent by asyncpg as its own message before the first statement), each statement "
                 "(SAVEPOINT / RELEASE included), COMMIT. Not counted: asyncpg's PREPARE on a prepared-statement "
                 "cache miss (once per statement text per connection; warm after the first requests)",
@@ -1208,20 +1208,20 @@ async def measure(
     )
     what_if_runs: list[dict[str, Any]] = []
     if options.what_if:
-        with running_server(env, workdir, options, "pre-ping") as server:
+        with running_server(env, workdir, options, "no-pre-ping") as server:
             ctx = Context(server.port, server.process.pid, admin, name)
-            what_if_runs = await interleaved(ctx, workload, options, "pre-ping")
+            what_if_runs = await interleaved(ctx, workload, options, "no-pre-ping")
     print("in process: round trips of one booking", flush=True)
     probe_starts = workload.starts[: len(workload.starts) // 2 : 24]  # days apart, the probe therapist only
     trips = {"standard": await round_trips(url, workdir, people, probe_starts[:4], "standard")}
     if options.what_if:
-        trips["pre-ping"] = await round_trips(url, workdir, people, probe_starts[4:8], "pre-ping")
+        trips["no-pre-ping"] = await round_trips(url, workdir, people, probe_starts[4:8], "no-pre-ping")
     result["round_trips"] = trips
     if what_if_runs:
         other = headline(what_if_runs)
-        result["what_if_pre_ping"] = {
-            "description": (apply_pre_ping_what_if.__doc__ or "").strip(),
-            "round_trips_per_booking": trips["pre-ping"]["booking"]["round_trips"],
+        result["what_if_no_pre_ping"] = {
+            "description": (apply_no_pre_ping_what_if.__doc__ or "").strip(),
+            "round_trips_per_booking": trips["no-pre-ping"]["booking"]["round_trips"],
             "summary": other["summary"],
             "ratios": other["ratios"],
             "distinct_bookings_per_second_vs_standard": round(
@@ -1326,16 +1326,17 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"ratios: {report['ratios']}")
     trips = report["round_trips"]
     print("round trips per booking: " + ", ".join(f"{k} {v['booking']['round_trips']}" for k, v in trips.items()))
-    what_if = report.get("what_if_pre_ping")
+    what_if = report.get("what_if_no_pre_ping")
     if what_if:
         for kind, row in what_if["summary"].items():
             ok = row.get("bookings_per_second", row["requests_per_second"])
             print(
-                f"what-if pre-ping {kind:<7}{row['requests_per_second']:>9.1f}{ok:>9.1f} ok/s p50 {row['p50_ms']:.2f} "
+                f"what-if no pre-ping {kind:<4}{row['requests_per_second']:>9.1f}{ok:>9.1f} ok/s "
+                f"p50 {row['p50_ms']:.2f} "
                 f"p99 {row['p99_ms']:.2f} ms server {row['server_cpu_us_per_request']:.1f} µs"
             )
         ratio = what_if["distinct_bookings_per_second_vs_standard"]
-        print(f"what-if pre-ping / standard, distinct bookings/s: {ratio}")
+        print(f"what-if no pre-ping / standard, distinct bookings/s: {ratio}")
     print(f"checks: {json.dumps(report['checks'])}")
     if report.get("profile") and "layers" in report["profile"]:
         for row in report["profile"]["layers"]:
@@ -1365,9 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also profile the server with py-spy (optionally the command to run it; default: uv tool run py-spy)",
     )
-    parser.add_argument(
-        "--no-what-if", action="store_true", help="skip the what-if server (a pre-ping on every checkout)"
-    )
+    parser.add_argument("--no-what-if", action="store_true", help="skip the what-if server (no pool pre-ping)")
     parser.add_argument("--profile-seconds", type=float, default=12.0, help="py-spy recording length (12)")
     parser.add_argument(
         "--tmp-root", default=common.default_tmp_root(), help="scratch directory root (default: /dev/shm when present)"

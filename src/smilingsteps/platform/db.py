@@ -184,67 +184,19 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
-        # Liveness is checked on checkout by `CheckoutPing` (installed by `Database`): only
-        # connections idle for a while or pooled before an outage pay the round trip.
-        pool_pre_ping=False,
+        pool_pre_ping=True,  # a connection broken by an outage is replaced, not handed out
         # Bound values can be personal data; errors and logs show the SQL only.
         hide_parameters=True,
         pool_recycle=1800,
         connect_args={
             "timeout": settings.DB_CONNECT_TIMEOUT,
-            # Also bounds the checkout ping, so a stalled (not refused) server costs
+            # Also bounds the pre-ping, so a stalled (not refused) server costs
             # at most this long before the request gets its 503.
             "command_timeout": settings.DB_STATEMENT_TIMEOUT,
             "ssl": _ssl_context(settings),
             "server_settings": {"application_name": "smilingsteps"},
         },
     )
-
-
-# A pooled connection returned this recently is handed out without a liveness round trip
-# (HikariCP skips its alive check within 500 ms the same way); on a busy pool that saves a
-# round trip per request. A connection that died within the window fails its one request,
-# which is counted as an outage like any other and makes every pooled connection be pinged.
-PING_IF_IDLE_SECONDS = 0.5
-_RETURNED = "smilingsteps_returned"
-
-
-class CheckoutPing:
-    """Pessimistic disconnect handling that skips connections used moments ago.
-
-    SQLAlchemy's `pool_pre_ping` pings on every checkout. This pings a connection when it
-    has been idle for PING_IF_IDLE_SECONDS or more, or when an outage was seen since it was
-    returned (`outage_seen`); a dead one invalidates the pool (like pre-ping) and the pool
-    connects afresh. A newly opened connection is not pinged.
-    """
-
-    def __init__(self, engine: AsyncEngine, monotonic: Callable[[], float]) -> None:
-        self._dialect = engine.dialect
-        self._monotonic = monotonic
-        self._outages = 0
-        event.listen(engine.sync_engine, "checkin", self._returned)
-        event.listen(engine.sync_engine, "checkout", self._checked_out)
-
-    def outage_seen(self) -> None:
-        self._outages += 1
-
-    def _returned(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        if dbapi_connection is not None:
-            record.info[_RETURNED] = (self._monotonic(), self._outages)
-
-    def _checked_out(self, dbapi_connection: Any, record: ConnectionPoolEntry, _: Any) -> None:
-        returned = record.info.get(_RETURNED)
-        if returned is None:
-            return  # opened for this checkout
-        at, outages = returned
-        if outages == self._outages and self._monotonic() - at < PING_IF_IDLE_SECONDS:
-            return
-        try:
-            self._dialect.do_ping(dbapi_connection)
-        except self._dialect.loaded_dbapi.Error as exc:
-            if self._dialect.is_disconnect(exc, dbapi_connection, None):
-                raise sa_exc.InvalidatePoolError() from exc
-            raise
 
 
 @dataclass
@@ -257,12 +209,9 @@ class DatabaseStatus:
 
 
 class Database:
-    def __init__(
-        self, settings: Settings, *, url: str | None = None, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, settings: Settings, *, url: str | None = None) -> None:
         self.settings = settings
         self.engine = build_engine(settings, url)
-        self._checkout_ping = CheckoutPing(self.engine, monotonic) if self.backend == "postgresql" else None
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.status = DatabaseStatus()
         self._available = asyncio.Event()
@@ -314,8 +263,6 @@ class Database:
     def mark_unavailable(self, exc: BaseException) -> None:
         """Record an outage seen anywhere and wake the monitor to reconnect."""
         was_up = self.status.available
-        if self._checkout_ping is not None:
-            self._checkout_ping.outage_seen()
         self.status.available = False
         self.status.last_error = type(exc).__name__
         self.status.checked_at = time.time()
