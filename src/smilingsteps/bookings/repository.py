@@ -8,12 +8,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, CursorResult, Select, Uuid, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Select,
+    Uuid,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import User
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
-from smilingsteps.platform.db import take_write_turn
+from smilingsteps.platform.db import execute_core, take_write_turn
 from smilingsteps.platform.models import UtcDateTime, table_of
 
 # The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
@@ -21,10 +34,19 @@ from smilingsteps.platform.models import UtcDateTime, table_of
 LONGEST_BOOKING = timedelta(minutes=300)
 
 
+def _active() -> ColumnElement[bool]:
+    """Status is held, pending payment or confirmed.
+
+    One bound parameter per value: `in_(ACTIVE_VALUES)` would be an "expanding" parameter,
+    which SQLAlchemy rewrites into the SQL string on every execution.
+    """
+    return Booking.status.in_([literal(value) for value in ACTIVE_VALUES])
+
+
 def _live(now: datetime) -> ColumnElement[bool]:
     """Active and, for a hold, not yet expired (an expired hold frees its slot before the job marks it)."""
     return and_(
-        Booking.status.in_(ACTIVE_VALUES),
+        _active(),
         or_(Booking.status != BookingStatus.HELD.value, Booking.hold_expires_at > now),
     )
 
@@ -97,7 +119,7 @@ def _surroundings_statement(
         Booking.blocks_until,
         Booking.status,
         Booking.hold_expires_at,
-    ).where(or_(therapist_near, client_overlap), Booking.status.in_(ACTIVE_VALUES))
+    ).where(or_(therapist_near, client_overlap), _active())
     if excluding:
         statement = statement.where(Booking.id != bindparam("excluding", type_=Uuid))
     return statement
@@ -138,7 +160,7 @@ async def surroundings(
         statement, parameters["excluding"] = _SURROUNDINGS_EXCLUDING, excluding
     busy: list[tuple[datetime, datetime]] = []
     clash = stale_in_the_way = False
-    for row in await session.execute(statement, parameters):
+    for row in await execute_core(session, statement, parameters):
         stale = (
             row.status == BookingStatus.HELD.value and row.hold_expires_at is not None and row.hold_expires_at <= now
         )
@@ -165,7 +187,7 @@ async def insert_booking(session: AsyncSession, booking: Booking) -> None:
     request loads it again. A clash raises IntegrityError like a flush would.
     """
     values = {key: getattr(booking, key) for key in _BOOKING_COLUMNS}
-    await session.execute(_INSERT_BOOKING, values)
+    await execute_core(session, _INSERT_BOOKING, values)
 
 
 @dataclass(frozen=True)
@@ -179,7 +201,7 @@ _CONTACT = select(User.email, User.full_name).where(User.id == bindparam("user_i
 
 async def contact_of(session: AsyncSession, user_id: uuid.UUID) -> Contact:
     """The email address and name of an existing account (the caller holds its id from a token)."""
-    row = (await session.execute(_CONTACT, {"user_id": user_id})).one()
+    row = (await execute_core(session, _CONTACT, {"user_id": user_id})).one()
     return Contact(email=row.email, full_name=row.full_name)
 
 

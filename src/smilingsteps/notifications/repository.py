@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, and_, delete, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.notifications.models import OutboxMessage, OutboxStatus
+from smilingsteps.platform.db import execute_core
 from smilingsteps.platform.models import table_of
 
 PENDING = OutboxStatus.PENDING.value
@@ -65,7 +66,7 @@ class OutboxRepository:
 
     async def insert(self, **values: object) -> None:
         """One new row, written with a single Core INSERT (no unit of work: queueing is on hot paths)."""
-        await self.session.execute(_INSERT, values)
+        await execute_core(self.session, _INSERT, values)
 
     async def claim_due(
         self, *, now: datetime, token: str, lease_until: datetime, limit: int, max_attempts: int

@@ -7,6 +7,7 @@ the outbox sender (`smilingsteps worker`, or the app itself in development).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
@@ -60,6 +61,7 @@ def public_link(settings: Settings, path: str, **query: str) -> str:
     return f"{link}?{urlencode(query)}" if query else link
 
 
+@functools.lru_cache(maxsize=1024)  # parsing costs ~0.1 ms; the same people are written to again and again
 def _checked_address(to: str) -> str:
     address = to.strip()
     try:

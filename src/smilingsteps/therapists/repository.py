@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import (
     Date,
     Integer,
-    Result,
     Select,
     String,
     bindparam,
@@ -26,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.platform.db import execute_core
 from smilingsteps.therapists.models import (
     AvailabilityException,
     AvailabilityRule,
@@ -108,8 +108,8 @@ async def listed_therapist(session: AsyncSession, therapist_id: uuid.UUID) -> Th
 
 async def bookable(session: AsyncSession, therapist_id: uuid.UUID) -> Bookable | None:
     """A listed therapist's booking terms, in one query of plain columns."""
-    row = (await session.execute(_BOOKABLE, {"therapist_id": therapist_id})).first()
-    return None if row is None else Bookable(*row)
+    row = (await execute_core(session, _BOOKABLE, {"therapist_id": therapist_id})).first()
+    return None if row is None else Bookable(*tuple(row))
 
 
 async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist | None:
@@ -206,7 +206,7 @@ async def availability(session: AsyncSession, therapist_id: uuid.UUID) -> tuple[
     """The weekly rules and the dated exceptions, read in one round trip (UNION ALL), as plain values."""
     rules: list[WeeklyRule] = []
     exceptions: list[DateException] = []
-    result: Result[Any] = await session.execute(_AVAILABILITY, {"therapist_id": therapist_id})
+    result = await execute_core(session, _AVAILABILITY, {"therapist_id": therapist_id})
     for row in result:
         if row.source == "rule":
             rules.append(WeeklyRule(weekday=row.weekday, start=row.start, end=row.end))
