@@ -134,6 +134,7 @@ class Options:
     client_cpu: int = 1
     pinned: bool = True
     tmp_root: str | None = None
+    instances: int = 1
 
 
 VARIANTS = ("standard", "no-pre-ping")
@@ -199,10 +200,28 @@ def pin(cpu: int, options: Options) -> list[str]:
     return ["taskset", "-c", str(cpu)] if options.pinned and shutil.which("taskset") else []
 
 
-@contextmanager
-def running_server(env: dict[str, str], workdir: Path, options: Options, variant: str) -> Iterator[Server]:
+@dataclass
+class Instances:
+    """The servers of one variant: one pinned process, or ``--instances`` unpinned ones on their own ports."""
+
+    servers: list[Server]
+
+    @property
+    def port(self) -> int:
+        return self.servers[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        return [server.port for server in self.servers]
+
+    @property
+    def pids(self) -> list[int]:
+        return [server.process.pid for server in self.servers]
+
+
+def start_server(env: dict[str, str], workdir: Path, options: Options, variant: str, index: int) -> Server:
     port = common.free_port()
-    output = workdir / f"server-{variant}.out"
+    output = workdir / f"server-{variant}-{index}.out"
     command = [
         *pin(options.server_cpu, options),
         sys.executable,
@@ -216,12 +235,20 @@ def running_server(env: dict[str, str], workdir: Path, options: Options, variant
     ]
     with output.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**common.child_env(), **env})
-    server = Server(port, process, output, variant)
+    return Server(port, process, output, variant)
+
+
+@contextmanager
+def running_server(env: dict[str, str], workdir: Path, options: Options, variant: str) -> Iterator[Instances]:
+    servers: list[Server] = []
     try:
-        common.wait_ready(server, timeout=60.0)
-        yield server
+        for index in range(options.instances):
+            servers.append(start_server(env, workdir, options, variant, index))
+            common.wait_ready(servers[-1], timeout=60.0)
+        yield Instances(servers)
     finally:
-        common.stop_server(server)
+        for server in servers:
+            common.stop_server(server)
 
 
 # --------------------------------------------------------------------------
@@ -292,10 +319,10 @@ class CpuSnapshot:
     cores: dict[str, tuple[int, int]]
 
 
-def snapshot(server_pid: int, pg: PgProcesses) -> CpuSnapshot:
+def snapshot(server_pids: list[int], pg: PgProcesses) -> CpuSnapshot:
     return CpuSnapshot(
         at=time.perf_counter(),
-        server=threads_cpu_ns(server_pid),
+        server=sum(threads_cpu_ns(pid) for pid in server_pids),
         client=time.process_time(),
         backends=process_cpu_ns(pg.backends),
         shared=process_cpu_ns(list(pg.shared)),
@@ -696,8 +723,8 @@ def percentiles(latencies_ns: list[int]) -> dict[str, float]:
 
 @dataclass
 class Context:
-    port: int
-    server_pid: int
+    ports: list[int]  # one per server instance; connections are spread over them in turn, like a load balancer
+    server_pids: list[int]
     admin: Any  # asyncpg connection to the cluster (pg_stat_activity)
     database: str
 
@@ -706,12 +733,12 @@ async def run_phase(
     ctx: Context, kind: str, stream: Stream, connections: int, duration: float, *, record: bool = True
 ) -> dict[str, Any]:
     """`connections` workers send requests from `stream` until `duration` has passed (or it runs dry)."""
-    conns = [await Connection.open(ctx.port) for _ in range(connections)]
+    conns = [await Connection.open(ctx.ports[i % len(ctx.ports)]) for i in range(connections)]
     pg = await pg_processes(ctx.admin, ctx.database)
     latencies: list[int] = []
     outcomes: Counter[str] = Counter()
     ledger = stream.ledger
-    before = snapshot(ctx.server_pid, pg)
+    before = snapshot(ctx.server_pids, pg)
     started = time.perf_counter()
     deadline = started + duration
     last_done = started
@@ -732,7 +759,7 @@ async def run_phase(
             last_done = time.perf_counter()
 
     await asyncio.gather(*(worker(conn) for conn in conns))
-    after = snapshot(ctx.server_pid, pg)
+    after = snapshot(ctx.server_pids, pg)
     pg_after = await pg_processes(ctx.admin, ctx.database)
     for conn in conns:
         await conn.close()
@@ -932,7 +959,7 @@ async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdi
         *options.py_spy,
         "record",
         "--pid",
-        str(ctx.server_pid),
+        str(ctx.server_pids[0]),  # with --instances N, the first instance only
         "--rate",
         "200",
         "--duration",
@@ -1169,7 +1196,7 @@ async def measure(
 ) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with running_server(env, workdir, options, "standard") as server:
-        ctx = Context(server.port, server.process.pid, admin, name)
+        ctx = Context(server.ports, server.pids, admin, name)
         workload = await prepare(server.port, people, options)
         distinct = workload.streams["distinct"]
         runs = await interleaved(ctx, workload, options, "standard")
@@ -1209,7 +1236,7 @@ async def measure(
     what_if_runs: list[dict[str, Any]] = []
     if options.what_if:
         with running_server(env, workdir, options, "no-pre-ping") as server:
-            ctx = Context(server.port, server.process.pid, admin, name)
+            ctx = Context(server.ports, server.pids, admin, name)
             what_if_runs = await interleaved(ctx, workload, options, "no-pre-ping")
     print("in process: round trips of one booking", flush=True)
     probe_starts = workload.starts[: len(workload.starts) // 2 : 24]  # days apart, the probe therapist only
@@ -1356,6 +1383,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--racers", type=int, default=8, help="contention: requests per slot (default 8)")
     parser.add_argument("--therapists", type=int, default=40, help="distinct-slot therapists (default 40)")
     parser.add_argument("--race-therapists", type=int, default=8, help="contention therapists (default 8)")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="server processes (default 1, pinned to a core); more run unpinned on their own ports, "
+        "the load generator spreading its connections over them like a load balancer",
+    )
     parser.add_argument("--pool-size", type=int, default=20, help="DB_POOL_SIZE of the server (default 20)")
     parser.add_argument("--max-overflow", type=int, default=0, help="DB_MAX_OVERFLOW of the server (default 0)")
     parser.add_argument("--admin-url", default=DEFAULT_ADMIN_URL, help="libpq URL of a maintenance database")
@@ -1400,8 +1434,9 @@ def main(argv: list[str] | None = None) -> int:
         what_if=not args.no_what_if,
         server_cpu=cpus[0],
         client_cpu=cpus[1] if len(cpus) > 1 else cpus[0],
-        pinned=len(cpus) > 1,
+        pinned=len(cpus) > 1 and args.instances == 1,
         tmp_root=args.tmp_root,
+        instances=args.instances,
     )
     database_url_for(options.admin_url, "check")  # loopback only
     import uvloop
