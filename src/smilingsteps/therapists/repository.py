@@ -9,6 +9,7 @@ from datetime import time
 from typing import Any
 
 from sqlalchemy import (
+    CompoundSelect,
     Date,
     Integer,
     Select,
@@ -165,7 +166,7 @@ async def save_tags(
     session.add_all(TherapistLanguage(therapist_id=therapist_id, language=lang) for lang in languages)
 
 
-def _availability_statement() -> Any:
+def _availability_statement() -> CompoundSelect[Any]:
     rules = select(
         literal("rule").label("source"),
         AvailabilityRule.weekday.label("weekday"),
