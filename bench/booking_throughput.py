@@ -141,9 +141,10 @@ VARIANTS = ("standard", "no-pre-ping")
 
 
 def apply_no_pre_ping_what_if() -> None:
-    """What-if, never in the package: no ``pool_pre_ping`` (the ``SELECT 1`` liveness round trip on each
-    checkout). A connection broken by an outage would then fail a request instead of being replaced
-    on checkout. Patched in this process only."""
+    """What-if, never in the package: no liveness ping on checkout (``_ping_on_checkout``, one
+    ``SELECT 1``; before ``0227c29`` SQLAlchemy's ``pool_pre_ping``, three round trips). A connection
+    broken by an outage would then fail a request instead of being replaced on checkout. Patched in
+    this process only, before the engine is built."""
     import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
 
     create_engine = db.create_async_engine
@@ -152,7 +153,12 @@ def apply_no_pre_ping_what_if() -> None:
         kwargs["pool_pre_ping"] = False
         return create_engine(*args, **kwargs)
 
+    def no_ping(*_: Any) -> None:
+        return None
+
     db.create_async_engine = without_pre_ping
+    if hasattr(db, "_ping_on_checkout"):
+        db._ping_on_checkout = no_ping
 
 
 def serve(port: int, workdir: Path, variant: str) -> None:
@@ -850,15 +856,23 @@ async def round_trips(
     results: dict[str, Any] = {}
     try:
         async with app.router.lifespan_context(app):
-            dialect = app.state.runtime.db.engine.sync_engine.dialect
-            original_ping = dialect.do_ping
+            import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
 
-            def counted_ping(dbapi_connection: Any) -> Any:
+            engine = app.state.runtime.db.engine.sync_engine
+            original_ping = engine.dialect.do_ping
+
+            def counted_ping(dbapi_connection: Any) -> Any:  # SQLAlchemy's pool_pre_ping (source before 0227c29)
                 if recording:
-                    seen.append("pre-ping (SELECT 1 on checkout)")
+                    seen.append("pre-ping (BEGIN; SELECT; ROLLBACK on checkout)")
                 return original_ping(dbapi_connection)
 
-            dialect.do_ping = counted_ping
+            def counted_checkout(*_: Any) -> None:  # every checkout runs _ping_on_checkout
+                if recording:
+                    seen.append("ping on checkout (SELECT 1)")
+
+            engine.dialect.do_ping = counted_ping
+            if hasattr(db, "_ping_on_checkout") and variant == "standard":
+                event.listen(engine, "checkout", counted_checkout)
             transport = httpx.ASGITransport(app=app, client=("127.0.0.1", 50000))
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
                 login = await client.post(

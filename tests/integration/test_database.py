@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -192,6 +193,29 @@ async def postgres_db(make_settings: SettingsFactory, postgres_database: str) ->
     await db.connect_with_retry(max_retries=0)
     yield db
     await db.dispose()
+
+
+async def backend_pid(db: Database) -> int:
+    async with db.session() as session:
+        return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+
+
+async def test_a_pooled_connection_killed_behind_our_back_is_replaced_on_checkout(
+    make_settings: SettingsFactory, postgres_database: str
+) -> None:
+    """What a database restart or an administrator's pg_terminate_backend does to an idle pooled connection."""
+    db = Database(make_settings(DATABASE_URL=postgres_database, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0))
+    await db.connect_with_retry(max_retries=0)
+    try:
+        first = await backend_pid(db)
+        admin = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
+        finally:
+            await admin.close()
+        assert await backend_pid(db) != first  # answered on a new connection: no request failed
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.parametrize("sqlstate", ["40001", "40P01"])
