@@ -7,8 +7,10 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     CursorResult,
     Select,
@@ -16,6 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     insert,
     literal,
     or_,
@@ -23,11 +26,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from smilingsteps.accounts.models import User
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
 from smilingsteps.platform.db import execute_core, take_write_turn
 from smilingsteps.platform.models import UtcDateTime, table_of
+from smilingsteps.therapists.models import TherapistProfile
+from smilingsteps.therapists.repository import LISTED, Bookable, bookable_columns
 
 # The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
 # profile's CHECK constraints). Lower bounds on starts_at use it so index scans stay short.
@@ -61,8 +67,11 @@ async def take_write_lock(session: AsyncSession, therapist_id: uuid.UUID | None 
     in a deadlock after a second; taking turns per therapist avoids that, and
     the checks then see the winner's row and answer 409 at once.
     """
-    key = None if therapist_id is None else int.from_bytes(therapist_id.bytes[:8], "big", signed=True)
-    await take_write_turn(session, table="bookings", key=key)
+    await take_write_turn(session, table="bookings", key=None if therapist_id is None else _lock_key(therapist_id))
+
+
+def _lock_key(therapist_id: uuid.UUID) -> int:
+    return int.from_bytes(therapist_id.bytes[:8], "big", signed=True)
 
 
 async def busy_between(
@@ -196,13 +205,51 @@ class Contact:
     full_name: str
 
 
-_CONTACT = select(User.email, User.full_name).where(User.id == bindparam("user_id"))
+@dataclass(frozen=True)
+class Parties:
+    therapist: Bookable
+    client: Contact
 
 
-async def contact_of(session: AsyncSession, user_id: uuid.UUID) -> Contact:
-    """The email address and name of an existing account (the caller holds its id from a token)."""
-    row = (await execute_core(session, _CONTACT, {"user_id": user_id})).one()
-    return Contact(email=row.email, full_name=row.full_name)
+def _parties_statement(*, lock: bool) -> Select[Any]:
+    client = aliased(User, name="client")
+    columns: list[Any] = [*bookable_columns(), client.email, client.full_name]
+    if lock:
+        # Evaluated for the one row found, after the join: the therapist's turn starts here,
+        # and the statements that follow (busy times) take their snapshots after it.
+        columns.append(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+    return (
+        select(*columns)
+        .select_from(User)
+        .join(TherapistProfile, TherapistProfile.user_id == User.id)
+        .join(client, client.id == bindparam("client_id", type_=Uuid))
+        .where(User.id == bindparam("therapist_id", type_=Uuid), *LISTED)
+    )
+
+
+_PARTIES = _parties_statement(lock=False)
+_PARTIES_TAKING_TURN = _parties_statement(lock=True)
+
+
+async def parties_taking_turn(session: AsyncSession, therapist_id: uuid.UUID, client_id: uuid.UUID) -> Parties | None:
+    """Take the therapist's write turn (`take_write_lock`) and read the listed therapist's booking
+    terms and the client's contact, in one round trip on PostgreSQL. None if the therapist is not listed.
+
+    Creating a hold runs this on every request, so the lock rides on the read instead of
+    costing a statement of its own; SQLite's turn is a separate no-op write (no round trips there).
+    """
+    statement = _PARTIES_TAKING_TURN
+    parameters: dict[str, object] = {"therapist_id": therapist_id, "client_id": client_id}
+    if session.get_bind().dialect.name == "sqlite":
+        await take_write_lock(session, therapist_id)
+        statement = _PARTIES
+    else:
+        parameters["lock_key"] = _lock_key(therapist_id)
+    row = (await execute_core(session, statement, parameters)).first()
+    if row is None:
+        return None
+    values = tuple(row)
+    return Parties(Bookable(*values[:6]), Contact(email=values[6], full_name=values[7]))
 
 
 async def expire_stale_holds(

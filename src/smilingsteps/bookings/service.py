@@ -148,9 +148,11 @@ async def create_hold(
     """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot."""
     if actor.role is not Role.CLIENT:
         raise ForbiddenError("Only client accounts book sessions.")
-    schedule = await therapists.schedule_of(session, settings, therapist_id)
+    parties = await repository.parties_taking_turn(session, therapist_id, actor.user_id)
+    if parties is None:
+        raise NotFoundError("No such therapist.")
+    schedule = await therapists.schedule_for(session, settings, parties.therapist)
     policy = schedule.policy
-    await repository.take_write_lock(session, therapist_id)
     await _check_slot(session, schedule, starts_at, client_id=actor.user_id, now=now)
     ends_at = starts_at + timedelta(minutes=policy.session_minutes)
     booking = Booking(
@@ -171,7 +173,7 @@ async def create_hold(
         updated_at=now,
     )
     await _conflict_to_409(repository.insert_booking(session, booking))
-    client = await repository.contact_of(session, actor.user_id)
+    client = parties.client
     await queue_email(
         session,
         to=client.email,

@@ -45,7 +45,7 @@ class Therapist:
     languages: list[str]
 
 
-_LISTED = (
+LISTED = (  # what makes a therapist appear in the directory and bookable
     User.role == Role.THERAPIST.value,
     User.therapist_status == TherapistStatus.APPROVED.value,
     User.status == AccountStatus.ACTIVE.value,
@@ -53,7 +53,7 @@ _LISTED = (
 
 
 def _listed() -> Select[User, TherapistProfile]:
-    return select(User, TherapistProfile).join(TherapistProfile, TherapistProfile.user_id == User.id).where(*_LISTED)
+    return select(User, TherapistProfile).join(TherapistProfile, TherapistProfile.user_id == User.id).where(*LISTED)
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,9 @@ def _availability_statement() -> CompoundSelect[Any]:
 
 # Built once: a statement object keeps its cache key, so booking a slot neither rebuilds the
 # expression nor recomputes its key (together a sixth of a booking's server time before).
-_BOOKABLE = (
-    select(
+def bookable_columns() -> tuple[Any, ...]:
+    """The columns of `Bookable`, in its field order."""
+    return (
         User.id,
         User.full_name,
         TherapistProfile.timezone,
@@ -197,8 +198,12 @@ _BOOKABLE = (
         TherapistProfile.session_minutes,
         TherapistProfile.buffer_minutes,
     )
+
+
+_BOOKABLE = (
+    select(*bookable_columns())
     .join(TherapistProfile, TherapistProfile.user_id == User.id)
-    .where(User.id == bindparam("therapist_id"), *_LISTED)
+    .where(User.id == bindparam("therapist_id"), *LISTED)
 )
 _AVAILABILITY = _availability_statement()
 

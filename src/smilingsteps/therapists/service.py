@@ -190,7 +190,7 @@ async def directory(
 
 
 async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapist, day: date, now: datetime) -> bool:
-    schedule = await _schedule(session, settings, Bookable.of(therapist))
+    schedule = await schedule_for(session, settings, Bookable.of(therapist))
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=schedule.tz)
     end = min(end.astimezone(now.tzinfo), now + schedule.policy.horizon + timedelta(minutes=1))
     if end <= now:
@@ -201,7 +201,8 @@ async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapi
 # ---- slots ------------------------------------------------------------------------------------
 
 
-async def _schedule(session: AsyncSession, settings: Settings, therapist: Bookable) -> Schedule:
+async def schedule_for(session: AsyncSession, settings: Settings, therapist: Bookable) -> Schedule:
+    """The schedule of a therapist whose booking terms the caller has already read."""
     rules, exceptions = await repository.availability(session, therapist.id)
     return Schedule(
         therapist=therapist,
@@ -217,7 +218,7 @@ async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: u
     therapist = await repository.bookable(session, therapist_id)
     if therapist is None:
         raise NotFoundError("No such therapist.")
-    return await _schedule(session, settings, therapist)
+    return await schedule_for(session, settings, therapist)
 
 
 async def _slots(
