@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.app import create_app
 from smilingsteps.config import Settings
-from smilingsteps.platform.db import Database, backoff_delay, is_transient
+from smilingsteps.platform.db import PING_IF_IDLE_SECONDS, Database, backoff_delay, is_transient, is_unavailable
 from smilingsteps.platform.errors import DatabaseUnavailableError
 from smilingsteps.platform.logging import captured_events
 from smilingsteps.platform.runtime import Runtime
@@ -195,27 +195,74 @@ async def postgres_db(make_settings: SettingsFactory, postgres_database: str) ->
     await db.dispose()
 
 
+class Monotonic:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def one_connection(
+    make_settings: SettingsFactory, postgres_database: str
+) -> AsyncIterator[tuple[Database, Monotonic]]:
+    """A database with a pool of one connection and a hand-moved clock for its checkout ping."""
+    clock = Monotonic()
+    db = Database(make_settings(DATABASE_URL=postgres_database, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0), monotonic=clock)
+    await db.connect_with_retry(max_retries=0)
+    yield db, clock
+    await db.dispose()
+
+
 async def backend_pid(db: Database) -> int:
     async with db.session() as session:
         return int((await session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
 
 
-async def test_a_pooled_connection_killed_behind_our_back_is_replaced_on_checkout(
-    make_settings: SettingsFactory, postgres_database: str
-) -> None:
-    """What a database restart or an administrator's pg_terminate_backend does to an idle pooled connection."""
-    db = Database(make_settings(DATABASE_URL=postgres_database, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0))
-    await db.connect_with_retry(max_retries=0)
+async def kill_backend(postgres_database: str, pid: int) -> None:
+    """What a database restart or an administrator does to a pooled connection behind our back."""
+    admin = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg://", "postgresql://"))
     try:
-        first = await backend_pid(db)
-        admin = await asyncpg.connect(postgres_database.replace("postgresql+asyncpg://", "postgresql://"))
-        try:
-            assert await admin.fetchval("SELECT pg_terminate_backend($1)", first)
-        finally:
-            await admin.close()
-        assert await backend_pid(db) != first  # answered on a new connection: no request failed
+        assert await admin.fetchval("SELECT pg_terminate_backend($1)", pid)
     finally:
-        await db.dispose()
+        await admin.close()
+
+
+async def test_a_connection_idle_past_the_window_is_pinged_and_a_dead_one_replaced(
+    one_connection: tuple[Database, Monotonic], postgres_database: str
+) -> None:
+    db, clock = one_connection
+    first = await backend_pid(db)
+    await kill_backend(postgres_database, first)
+    clock.now += PING_IF_IDLE_SECONDS
+    assert await backend_pid(db) != first  # no request failed
+
+
+async def test_a_connection_used_moments_ago_is_handed_out_without_a_ping(
+    one_connection: tuple[Database, Monotonic], postgres_database: str
+) -> None:
+    db, clock = one_connection
+    first = await backend_pid(db)
+    await kill_backend(postgres_database, first)
+    clock.now += PING_IF_IDLE_SECONDS - 0.01
+    with pytest.raises(DBAPIError) as caught:  # the price of skipping the round trip...
+        await backend_pid(db)
+    assert is_unavailable(caught.value)  # ...is counted as an outage (503 in a request)
+    assert await backend_pid(db) != first  # and the dead connection is not handed out again
+
+
+async def test_after_an_outage_every_pooled_connection_is_pinged_however_recent(
+    one_connection: tuple[Database, Monotonic], postgres_database: str
+) -> None:
+    db, _ = one_connection
+    first = await backend_pid(db)
+    await kill_backend(postgres_database, first)
+    db.mark_unavailable(ConnectionResetError())  # e.g. another request saw it
+    await db.ping()  # the monitor's probe: it would fail on the dead connection if that were not pinged
+    assert await backend_pid(db) != first
 
 
 @pytest.mark.parametrize("sqlstate", ["40001", "40P01"])

@@ -192,12 +192,13 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         )
         event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
         return engine
-    engine = create_async_engine(
+    return create_async_engine(
         target,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
-        pool_pre_ping=False,  # `_ping_on_checkout` below does its job in one round trip instead of three
+        # `CheckoutPing` (installed by `Database`) does the pre-ping's job for less.
+        pool_pre_ping=False,
         # Bound values can be personal data; errors and logs show the SQL only.
         hide_parameters=True,
         pool_recycle=1800,
@@ -210,22 +211,55 @@ def build_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             "server_settings": {"application_name": "smilingsteps"},
         },
     )
-    event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
-    return engine
 
 
-def _ping_on_checkout(dbapi_connection: Any, _record: ConnectionPoolEntry, _proxy: Any) -> None:
+# A pooled connection returned this recently is handed out without a liveness round trip
+# (HikariCP skips its alive check within 500 ms the same way): on a busy pool that saves a
+# round trip per request. A connection that dies inside the window fails its one request,
+# which counts as an outage like any other, so every pooled connection is pinged after it.
+PING_IF_IDLE_SECONDS = 0.5
+_RETURNED = "smilingsteps_returned"
+
+
+class CheckoutPing:
     """Pessimistic disconnect handling: a connection broken by an outage is replaced, not handed out.
 
-    SQLAlchemy's `pool_pre_ping` wraps asyncpg's ping in BEGIN ... ROLLBACK (for PgBouncer's
-    transaction mode), three round trips on every checkout; one simple-protocol `SELECT 1` is one.
-    Any failure invalidates the pool, as pre-ping does, and the pool connects afresh; if that
-    fails too, the request gets the connect error (a 503).
+    SQLAlchemy's `pool_pre_ping` pings on every checkout, and asyncpg's ping is wrapped in
+    BEGIN ... ROLLBACK (for PgBouncer's transaction mode): three round trips per request.
+    This pings with one simple-protocol `SELECT 1`, and only a connection idle for
+    PING_IF_IDLE_SECONDS or more, or returned before an outage was seen (`outage_seen`). A
+    failed ping invalidates the pool, as pre-ping does, and the pool connects afresh; if that
+    fails too, the request gets the connect error (a 503). A new connection is not pinged.
     """
-    try:
-        dbapi_connection.run_async(_select_one)
-    except Exception as exc:
-        raise sa_exc.InvalidatePoolError() from exc
+
+    def __init__(self, engine: AsyncEngine, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self._outages = 0
+        event.listen(engine.sync_engine, "checkin", self._returned)
+        event.listen(engine.sync_engine, "checkout", self._checked_out)
+
+    def outage_seen(self) -> None:
+        self._outages += 1
+
+    def _returned(self, dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        if dbapi_connection is not None:
+            record.info[_RETURNED] = (self._monotonic(), self._outages)
+
+    def _checked_out(self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        returned = record.info.get(_RETURNED)
+        if returned is None:
+            return  # opened for this checkout
+        at, outages = returned
+        if outages == self._outages and self._monotonic() - at < PING_IF_IDLE_SECONDS:
+            return
+        self.ping(dbapi_connection)
+
+    @staticmethod
+    def ping(dbapi_connection: Any) -> None:
+        try:
+            dbapi_connection.run_async(_select_one)
+        except Exception as exc:
+            raise sa_exc.InvalidatePoolError() from exc
 
 
 async def _select_one(connection: Any) -> None:
@@ -243,9 +277,12 @@ class DatabaseStatus:
 
 
 class Database:
-    def __init__(self, settings: Settings, *, url: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, url: str | None = None, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.settings = settings
         self.engine = build_engine(settings, url)
+        self._checkout_ping = CheckoutPing(self.engine, monotonic) if self.backend == "postgresql" else None
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.status = DatabaseStatus()
         self._available = asyncio.Event()
@@ -297,6 +334,8 @@ class Database:
     def mark_unavailable(self, exc: BaseException) -> None:
         """Record an outage seen anywhere and wake the monitor to reconnect."""
         was_up = self.status.available
+        if self._checkout_ping is not None:
+            self._checkout_ping.outage_seen()
         self.status.available = False
         self.status.last_error = type(exc).__name__
         self.status.checked_at = time.time()
