@@ -114,6 +114,25 @@ async def test_slots_are_in_utc_with_the_clients_local_time(app: FastAPI) -> Non
     assert slots[0]["local_start"] == "2027-01-18T01:00:00-05:00"
 
 
+async def test_a_change_of_availability_is_used_at_once_by_slots_and_bookings(app: FastAPI) -> None:
+    """Availability is cached per instance by (therapist, availability_version); a change must never be missed."""
+    therapist = await therapist_user(app)
+    visitor = await client_person(app)
+    monday = {"from": "2027-01-18T00:00:00Z", "to": "2027-01-19T00:00:00Z", "tz": "UTC"}
+    slots = f"{API}/therapists/{therapist.id}/slots"
+    assert len((await visitor.http.get(slots, params=monday)).json()) == 8  # read (and cached) before the change
+    own = await sign_in(app, therapist)
+    tuesday_to_friday = {"rules": [{"weekday": day, "start": "09:00", "end": "17:00"} for day in range(1, 5)]}
+    assert (await own.put(f"{API}/therapists/me/availability", json=tuesday_to_friday)).status_code == 200
+    assert (await visitor.http.get(slots, params=monday)).json() == []
+    refused = await book(visitor, therapist.id, MONDAY_9_EAT)
+    assert refused.status_code == 422 and "not available" in refused.json()["detail"]
+    back_again = {"rules": [{"weekday": 0, "start": "09:00", "end": "10:00"}]}
+    assert (await own.put(f"{API}/therapists/me/availability", json=back_again)).status_code == 200
+    assert [s["start"] for s in (await visitor.http.get(slots, params=monday)).json()] == ["2027-01-18T06:00:00Z"]
+    assert (await book(visitor, therapist.id, MONDAY_9_EAT)).status_code == 201
+
+
 @pytest.mark.parametrize(
     "params",
     [

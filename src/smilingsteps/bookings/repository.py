@@ -227,6 +227,7 @@ def _parties_statement(*, lock: bool) -> Select[Any]:
     )
 
 
+_BOOKABLE_WIDTH = len(bookable_columns())
 _PARTIES = _parties_statement(lock=False)
 _PARTIES_TAKING_TURN = _parties_statement(lock=True)
 
@@ -249,7 +250,7 @@ async def parties_taking_turn(session: AsyncSession, therapist_id: uuid.UUID, cl
     if row is None:
         return None
     values = tuple(row)
-    return Parties(Bookable(*values[:6]), Contact(email=values[6], full_name=values[7]))
+    return Parties(Bookable(*values[:_BOOKABLE_WIDTH]), Contact(*values[_BOOKABLE_WIDTH : _BOOKABLE_WIDTH + 2]))
 
 
 async def expire_stale_holds(

@@ -22,6 +22,9 @@ class TherapistProfile(Base):
     session_minutes: Mapped[int] = mapped_column(Integer)
     buffer_minutes: Mapped[int] = mapped_column(Integer)
     timezone: Mapped[str] = mapped_column(String(64))
+    # Bumped in the transaction that replaces the rules and exceptions: (therapist, version)
+    # names one set of them, which is what lets each instance cache availability.
+    availability_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 

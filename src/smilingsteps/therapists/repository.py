@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import time
@@ -22,6 +23,7 @@ from sqlalchemy import (
     null,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -66,6 +68,7 @@ class Bookable:
     price_kes: int
     session_minutes: int
     buffer_minutes: int
+    availability_version: int
 
     @classmethod
     def of(cls, therapist: Therapist) -> Bookable:
@@ -77,6 +80,7 @@ class Bookable:
             profile.price_kes,
             profile.session_minutes,
             profile.buffer_minutes,
+            profile.availability_version,
         )
 
 
@@ -197,6 +201,7 @@ def bookable_columns() -> tuple[Any, ...]:
         TherapistProfile.price_kes,
         TherapistProfile.session_minutes,
         TherapistProfile.buffer_minutes,
+        TherapistProfile.availability_version,
     )
 
 
@@ -208,8 +213,27 @@ _BOOKABLE = (
 _AVAILABILITY = _availability_statement()
 
 
-async def availability(session: AsyncSession, therapist_id: uuid.UUID) -> tuple[list[WeeklyRule], list[DateException]]:
-    """The weekly rules and the dated exceptions, read in one round trip (UNION ALL), as plain values."""
+_Availability = tuple[tuple[WeeklyRule, ...], tuple[DateException, ...]]
+# (therapist id, availability_version) -> that version's rules and exceptions, most recently used last.
+_AVAILABILITY_CACHE: OrderedDict[tuple[uuid.UUID, int], _Availability] = OrderedDict()
+AVAILABILITY_CACHE_SIZE = 4096
+
+
+async def availability(
+    session: AsyncSession, therapist_id: uuid.UUID, version: int | None = None
+) -> tuple[list[WeeklyRule], list[DateException]]:
+    """The weekly rules and the dated exceptions, as plain values.
+
+    With the `version` read from the profile in this transaction, a process-wide cache answers
+    without a query: every change bumps the version in its own transaction, so (therapist,
+    version) always names the same rules and a stale copy is never served, whichever instance
+    made the change. Without it, or on a miss, one round trip (UNION ALL).
+    """
+    key = None if version is None else (therapist_id, version)
+    cached = None if key is None else _AVAILABILITY_CACHE.get(key)
+    if cached is not None and key is not None:
+        _AVAILABILITY_CACHE.move_to_end(key)
+        return list(cached[0]), list(cached[1])
     rules: list[WeeklyRule] = []
     exceptions: list[DateException] = []
     result = await execute_core(session, _AVAILABILITY, {"therapist_id": therapist_id})
@@ -220,6 +244,10 @@ async def availability(session: AsyncSession, therapist_id: uuid.UUID) -> tuple[
             exceptions.append(DateException(day=row.day, kind=row.kind, start=row.start, end=row.end))
     rules.sort(key=lambda r: (r.weekday, r.start))
     exceptions.sort(key=lambda e: (e.day, e.start or time.min))
+    if key is not None:
+        _AVAILABILITY_CACHE[key] = (tuple(rules), tuple(exceptions))
+        if len(_AVAILABILITY_CACHE) > AVAILABILITY_CACHE_SIZE:
+            _AVAILABILITY_CACHE.popitem(last=False)
     return rules, exceptions
 
 
@@ -229,8 +257,15 @@ async def replace_availability(
     rules: Sequence[AvailabilityRule],
     exceptions: Sequence[AvailabilityException],
 ) -> None:
+    """Replace the therapist's rules and exceptions and bump the profile's availability_version."""
     await session.execute(delete(AvailabilityRule).where(AvailabilityRule.therapist_id == therapist_id))
     await session.execute(delete(AvailabilityException).where(AvailabilityException.therapist_id == therapist_id))
+    await session.execute(
+        update(TherapistProfile)
+        .where(TherapistProfile.user_id == therapist_id)
+        .values(availability_version=TherapistProfile.availability_version + 1)
+        .execution_options(synchronize_session=False)
+    )
     session.add_all(rules)
     session.add_all(exceptions)
     await session.flush()

@@ -203,7 +203,7 @@ async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapi
 
 async def schedule_for(session: AsyncSession, settings: Settings, therapist: Bookable) -> Schedule:
     """The schedule of a therapist whose booking terms the caller has already read."""
-    rules, exceptions = await repository.availability(session, therapist.id)
+    rules, exceptions = await repository.availability(session, therapist.id, therapist.availability_version)
     return Schedule(
         therapist=therapist,
         tz=ZoneInfo(therapist.timezone),
