@@ -190,8 +190,6 @@ def _availability_statement() -> CompoundSelect[Any]:
     return union_all(rules, exceptions)
 
 
-# Built once: a statement object keeps its cache key, so booking a slot neither rebuilds the
-# expression nor recomputes its key (together a sixth of a booking's server time before).
 def bookable_columns() -> tuple[Any, ...]:
     """The columns of `Bookable`, in its field order."""
     return (
@@ -205,6 +203,8 @@ def bookable_columns() -> tuple[Any, ...]:
     )
 
 
+# Built once: a statement object keeps its cache key, so booking a slot neither rebuilds the
+# expression nor recomputes its key (together a sixth of a booking's server time before).
 _BOOKABLE = (
     select(*bookable_columns())
     .join(TherapistProfile, TherapistProfile.user_id == User.id)
