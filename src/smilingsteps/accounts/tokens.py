@@ -13,13 +13,13 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import jwt
 
+from smilingsteps.platform.cache import BoundedLru
 from smilingsteps.platform.crypto import derive_key
 
 ALGORITHM = "HS256"
@@ -50,7 +50,7 @@ class TokenCodec:
         self._csrf_key = derive_key(secret, "csrf")
         self.issuer = issuer
         # PyJWT's decode costs tens of microseconds; most requests repeat a token.
-        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
+        self._verified: BoundedLru[str, AccessClaims] = BoundedLru(VERIFIED_CACHE_SIZE)
 
     def _encode(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"typ": "JWT"})
@@ -114,7 +114,6 @@ class TokenCodec:
         if cached is not None:
             if cached.expires_at <= now.timestamp():
                 raise InvalidTokenError("expired")
-            self._verified.move_to_end(token)
             return cached
         claims = self._decode(token, typ=ACCESS, now=now)
         try:
@@ -128,9 +127,7 @@ class TokenCodec:
             )
         except (KeyError, ValueError, TypeError):
             raise InvalidTokenError("malformed claims") from None
-        self._verified[token] = decoded
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        self._verified.put(token, decoded)
         return decoded
 
     def issue_mfa_challenge(self, *, user_id: uuid.UUID, now: datetime, ttl: timedelta) -> str:

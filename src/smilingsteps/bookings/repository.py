@@ -18,7 +18,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
-    func,
     insert,
     literal,
     or_,
@@ -30,7 +29,7 @@ from sqlalchemy.orm import aliased
 
 from smilingsteps.accounts.models import User
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
-from smilingsteps.platform.db import execute_core, take_write_turn
+from smilingsteps.platform.db import advisory_xact_lock, execute_core, take_write_turn, takes_turns_by_advisory_lock
 from smilingsteps.platform.models import UtcDateTime, table_of
 from smilingsteps.therapists.models import TherapistProfile
 from smilingsteps.therapists.repository import LISTED, Bookable, bookable_columns
@@ -217,7 +216,7 @@ def _parties_statement(*, lock: bool) -> Select[Any]:
     if lock:
         # Evaluated for the one row found, after the join: the therapist's turn starts here,
         # and the statements that follow (busy times) take their snapshots after it.
-        columns.append(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+        columns.append(advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
     return (
         select(*columns)
         .select_from(User)
@@ -239,13 +238,12 @@ async def parties_taking_turn(session: AsyncSession, therapist_id: uuid.UUID, cl
     Creating a hold runs this on every request, so the lock rides on the read instead of
     costing a statement of its own; SQLite's turn is a separate no-op write (no round trips there).
     """
-    statement = _PARTIES_TAKING_TURN
     parameters: dict[str, object] = {"therapist_id": therapist_id, "client_id": client_id}
-    if session.get_bind().dialect.name == "sqlite":
+    if takes_turns_by_advisory_lock(session):
+        statement, parameters["lock_key"] = _PARTIES_TAKING_TURN, _lock_key(therapist_id)
+    else:
         await take_write_lock(session, therapist_id)
         statement = _PARTIES
-    else:
-        parameters["lock_key"] = _lock_key(therapist_id)
     row = (await execute_core(session, statement, parameters)).first()
     if row is None:
         return None

@@ -135,6 +135,16 @@ async def _check_slot(
         raise ClientOverlapError()
 
 
+async def _schedule_taking_turn(
+    session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, client_id: uuid.UUID
+) -> tuple[therapists.Schedule, repository.Contact]:
+    """The therapist's schedule and the client's contact, with the therapist's write turn taken; 404 if not listed."""
+    parties = await repository.parties_taking_turn(session, therapist_id, client_id)
+    if parties is None:
+        raise NotFoundError("No such therapist.")
+    return await therapists.schedule_for(session, settings, parties.therapist), parties.client
+
+
 async def create_hold(
     session: AsyncSession,
     settings: Settings,
@@ -148,10 +158,7 @@ async def create_hold(
     """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot."""
     if actor.role is not Role.CLIENT:
         raise ForbiddenError("Only client accounts book sessions.")
-    parties = await repository.parties_taking_turn(session, therapist_id, actor.user_id)
-    if parties is None:
-        raise NotFoundError("No such therapist.")
-    schedule = await therapists.schedule_for(session, settings, parties.therapist)
+    schedule, client = await _schedule_taking_turn(session, settings, therapist_id, actor.user_id)
     policy = schedule.policy
     await _check_slot(session, schedule, starts_at, client_id=actor.user_id, now=now)
     ends_at = starts_at + timedelta(minutes=policy.session_minutes)
@@ -173,7 +180,6 @@ async def create_hold(
         updated_at=now,
     )
     await _conflict_to_409(repository.insert_booking(session, booking))
-    client = parties.client
     await queue_email(
         session,
         to=client.email,
@@ -353,8 +359,7 @@ async def reschedule(
         raise BookingStateError(
             f"Sessions can be moved up to {settings.BOOKING_FREE_CANCELLATION_HOURS} hours before they start."
         )
-    schedule = await therapists.schedule_of(session, settings, booking.therapist_id)
-    await repository.take_write_lock(session, booking.therapist_id)
+    schedule, _ = await _schedule_taking_turn(session, settings, booking.therapist_id, booking.client_id)
     await _check_slot(session, schedule, starts_at, client_id=booking.client_id, now=now, excluding=booking.id)
     ends_at = starts_at + timedelta(minutes=schedule.policy.session_minutes)
     previous = booking.starts_at

@@ -21,7 +21,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Executable, Result, TextClause, event, text
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Executable,
+    Result,
+    TextClause,
+    bindparam,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -70,15 +82,24 @@ async def take_write_turn(session: AsyncSession, *, table: str, key: int | None)
     write that matches no row of `table` takes the single write lock now, and the
     reads that follow stay current until commit.
     """
-    dialect = session.get_bind().dialect.name
-    if dialect == "sqlite":
+    if not takes_turns_by_advisory_lock(session):
         await execute_core(session, _no_op_write(table))
     elif key is not None:
         await execute_core(session, _ADVISORY_XACT_LOCK, {"key": key})
 
 
+def takes_turns_by_advisory_lock(session: AsyncSession) -> bool:
+    """PostgreSQL (advisory locks, which a caller may fold into a statement of its own) or SQLite."""
+    return session.get_bind().dialect.name != "sqlite"
+
+
+def advisory_xact_lock(key: BindParameter[int]) -> ColumnElement[Any]:
+    """`take_write_turn`'s PostgreSQL lock as a column, to take it within a SELECT the caller runs anyway."""
+    return func.pg_advisory_xact_lock(key)
+
+
 # Built once: a statement object keeps its cache key (these run on every booking).
-_ADVISORY_XACT_LOCK = text("SELECT pg_advisory_xact_lock(:key)")
+_ADVISORY_XACT_LOCK = select(advisory_xact_lock(bindparam("key", type_=BigInteger)))
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import time
@@ -28,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.platform.cache import BoundedLru
 from smilingsteps.platform.db import execute_core
 from smilingsteps.therapists.models import (
     AvailabilityException,
@@ -213,10 +213,9 @@ _BOOKABLE = (
 _AVAILABILITY = _availability_statement()
 
 
-_Availability = tuple[tuple[WeeklyRule, ...], tuple[DateException, ...]]
-# (therapist id, availability_version) -> that version's rules and exceptions, most recently used last.
-_AVAILABILITY_CACHE: OrderedDict[tuple[uuid.UUID, int], _Availability] = OrderedDict()
-AVAILABILITY_CACHE_SIZE = 4096
+# (therapist id, availability_version) -> that version's rules and exceptions.
+_AVAILABILITY_CACHE: BoundedLru[tuple[uuid.UUID, int], tuple[tuple[WeeklyRule, ...], tuple[DateException, ...]]]
+_AVAILABILITY_CACHE = BoundedLru(4096)
 
 
 async def availability(
@@ -231,8 +230,7 @@ async def availability(
     """
     key = None if version is None else (therapist_id, version)
     cached = None if key is None else _AVAILABILITY_CACHE.get(key)
-    if cached is not None and key is not None:
-        _AVAILABILITY_CACHE.move_to_end(key)
+    if cached is not None:
         return list(cached[0]), list(cached[1])
     rules: list[WeeklyRule] = []
     exceptions: list[DateException] = []
@@ -245,9 +243,7 @@ async def availability(
     rules.sort(key=lambda r: (r.weekday, r.start))
     exceptions.sort(key=lambda e: (e.day, e.start or time.min))
     if key is not None:
-        _AVAILABILITY_CACHE[key] = (tuple(rules), tuple(exceptions))
-        if len(_AVAILABILITY_CACHE) > AVAILABILITY_CACHE_SIZE:
-            _AVAILABILITY_CACHE.popitem(last=False)
+        _AVAILABILITY_CACHE.put(key, (tuple(rules), tuple(exceptions)))
     return rules, exceptions
 
 
