@@ -1128,16 +1128,8 @@ def now_iso() -> str:
 
 
 def source_info() -> dict[str, Any]:
-    import smilingsteps  # type: ignore[import-untyped, unused-ignore]
-
-    info: dict[str, Any] = {
-        "imported_from": str(Path(smilingsteps.__file__).parent),
-        "commit": common._git("rev-parse", "--short", "HEAD") or "unknown",
-    }
-    package = Path(smilingsteps.__file__).parent
-    info["files_sha256"] = {
-        name: hashlib.sha256((package / name).read_bytes()).hexdigest()[:16]
-        for name in (
+    return common.measured_source(
+        (
             "accounts/auth.py",
             "accounts/tokens.py",
             "accounts/passwords.py",
@@ -1145,13 +1137,7 @@ def source_info() -> dict[str, Any]:
             "app.py",
             "platform/ratelimit/middleware.py",
         )
-        if (package / name).exists()
-    }
-    changed = common._git("status", "--porcelain", "--", "src")
-    info["src_differs_from_commit"] = bool(changed)
-    if changed:
-        info["src_changes"] = changed.splitlines()
-    return info
+    )
 
 
 def machine() -> dict[str, Any]:

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import hashlib
 import http.client
 import json
 import os
@@ -1319,34 +1318,18 @@ def machine() -> dict[str, Any]:
 
 
 def source_info() -> dict[str, Any]:
-    import smilingsteps  # type: ignore[import-untyped, unused-ignore]
-
-    package = Path(smilingsteps.__file__).parent
-    ref = common.SOURCE["ref"]
-    info: dict[str, Any] = {
-        "imported_from": str(package),
-        "measured": f"src/ of {ref} ({common._git('rev-parse', '--short', ref)})" if ref else "the working tree",
-        "commit": common._git("rev-parse", "--short", "HEAD") or "unknown",
-        "files_sha256": {
-            name: hashlib.sha256((package / name).read_bytes()).hexdigest()[:16]
-            for name in (
-                "bookings/router.py",
-                "bookings/service.py",
-                "bookings/repository.py",
-                "therapists/service.py",
-                "therapists/repository.py",
-                "therapists/slots.py",
-                "notifications/service.py",
-                "platform/db.py",
-            )
-            if (package / name).exists()
-        },
-    }
-    changed = common._git("status", "--porcelain", "--", "src")
-    info["working_tree_src_differs_from_commit"] = bool(changed)
-    if changed:
-        info["working_tree_src_changes"] = changed.splitlines()
-    return info
+    return common.measured_source(
+        (
+            "bookings/router.py",
+            "bookings/service.py",
+            "bookings/repository.py",
+            "therapists/service.py",
+            "therapists/repository.py",
+            "therapists/slots.py",
+            "notifications/service.py",
+            "platform/db.py",
+        )
+    )
 
 
 def print_report(report: dict[str, Any]) -> None:

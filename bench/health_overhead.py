@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import cProfile
 import datetime as dt
+import hashlib
 import http.client
 import json
 import os
@@ -50,7 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -571,14 +572,13 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
     return report
 
 
-def source_info(workdir: Path) -> dict[str, Any]:
-    """Which code was measured: the commit (or --ref), local changes, and the middleware stack."""
-    import io
-
+def measured_source(files: Sequence[str] = ()) -> dict[str, Any]:
+    """Which code a benchmark measured: the package it imported, the commit (or --ref), whether
+    src/ had local changes, and short hashes of `files` (paths inside the package)."""
     import smilingsteps  # type: ignore[import-untyped, unused-ignore]
 
-    app = build_full_app(workdir, io.StringIO())
-    info: dict[str, Any] = {"imported_from": str(Path(smilingsteps.__file__).parent)}
+    package = Path(smilingsteps.__file__).parent
+    info: dict[str, Any] = {"imported_from": str(package)}
     if SOURCE["ref"] is not None:
         info["ref"] = SOURCE["ref"]
         info["commit"] = _git("rev-parse", "--short", SOURCE["ref"]) or "unknown"
@@ -589,6 +589,21 @@ def source_info(workdir: Path) -> dict[str, Any]:
         info["src_differs_from_commit"] = bool(changed)
         if changed:
             info["src_changes"] = changed.splitlines()
+    if files:
+        info["files_sha256"] = {
+            name: hashlib.sha256((package / name).read_bytes()).hexdigest()[:16]
+            for name in files
+            if (package / name).exists()
+        }
+    return info
+
+
+def source_info(workdir: Path) -> dict[str, Any]:
+    """`measured_source`, and the middleware stack."""
+    import io
+
+    app = build_full_app(workdir, io.StringIO())
+    info = measured_source()
     info["user_middleware_outermost_first"] = [entry.cls.__name__ for entry in app.user_middleware]
     return info
 

@@ -537,17 +537,7 @@ def scan_log(log_file: Path) -> dict[str, Any]:
 
 
 def source_info() -> dict[str, Any]:
-    import smilingsteps  # type: ignore[import-untyped, unused-ignore]
-
-    info: dict[str, Any] = {
-        "imported_from": str(Path(smilingsteps.__file__).parent),
-        "commit": common._git("rev-parse", "--short", "HEAD") or "unknown",
-    }
-    changed = common._git("status", "--porcelain", "--", "src")
-    info["src_differs_from_commit"] = bool(changed)
-    if changed:
-        info["src_changes"] = changed.splitlines()
-    return info
+    return common.measured_source()
 
 
 def machine() -> dict[str, Any]:
