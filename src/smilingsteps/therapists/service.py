@@ -47,10 +47,10 @@ class Schedule:
     policy: SlotPolicy
 
 
-def slot_policy(settings: Settings, profile: TherapistProfile | Bookable) -> SlotPolicy:
+def slot_policy(settings: Settings, therapist: Bookable) -> SlotPolicy:
     return SlotPolicy(
-        session_minutes=profile.session_minutes,
-        buffer_minutes=profile.buffer_minutes,
+        session_minutes=therapist.session_minutes,
+        buffer_minutes=therapist.buffer_minutes,
         min_notice=timedelta(hours=settings.BOOKING_MIN_NOTICE_HOURS),
         horizon=timedelta(days=settings.BOOKING_HORIZON_DAYS),
     )
