@@ -17,8 +17,8 @@ from starlette.types import Scope
 
 from smilingsteps import __version__
 from smilingsteps.accounts import router as accounts_router
+from smilingsteps.accounts import security as accounts_security
 from smilingsteps.accounts.auth import rate_limit_identity
-from smilingsteps.accounts.security import AuthKit, build_auth_kit
 from smilingsteps.admin import router as admin_router
 from smilingsteps.bookings import router as bookings_router
 from smilingsteps.config import Settings
@@ -26,7 +26,7 @@ from smilingsteps.notifications.tasks import InProcessSender
 from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
-from smilingsteps.platform.clock import Clock, system_clock, utc_from
+from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.context import request_id_of
 from smilingsteps.platform.cors import CorsMiddleware
 from smilingsteps.platform.db import Database
@@ -45,7 +45,7 @@ from smilingsteps.platform.ratelimit.policies import build_policies
 from smilingsteps.platform.ratelimit.redis_backend import RedisBackend
 from smilingsteps.platform.request_id import RequestIdMiddleware
 from smilingsteps.platform.routing import ApiRoute
-from smilingsteps.platform.runtime import Runtime
+from smilingsteps.platform.runtime import Runtime, build_encryptor
 from smilingsteps.platform.security_headers import SecurityHeadersMiddleware, content_security_policy
 from smilingsteps.platform.versioning import API_PREFIX
 from smilingsteps.therapists import router as therapists_router
@@ -79,22 +79,30 @@ def build_limiter(settings: Settings, clock: Clock | None = None) -> RateLimiter
     return RateLimiter(build_policies(settings.rate_limits), redis=redis, prefix=settings.REDIS_KEY_PREFIX, clock=clock)
 
 
-def _lifespan(settings: Settings, limiter: RateLimiter, clock: Clock | None) -> Any:
+def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
+    """The app's state: nothing connects until the lifespan starts."""
+    return Runtime(
+        settings=settings,
+        db=Database(settings),
+        limiter=build_limiter(settings, clock),
+        encryptor=build_encryptor(settings),
+        clock=clock or system_clock,
+    )
+
+
+def _lifespan(runtime: Runtime) -> Any:
+    settings = runtime.settings
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         asyncio.get_running_loop().set_exception_handler(log_unhandled_loop_exception(log.error))
-        runtime = Runtime(settings=settings, db=Database(settings), limiter=limiter, clock=clock or system_clock)
-        app.state.runtime = runtime
+        runtime.mark_started()
         # One quick attempt inline so a healthy start is ready at once; the
         # monitor keeps retrying in the background when the database is down.
         await runtime.db.connect_with_retry(max_retries=0)
         runtime.tasks.spawn(runtime.db.monitor(), name="database-monitor")
-        kit: AuthKit = app.state.auth
-        await asyncio.to_thread(kit.warm_up)
-        runtime.tasks.spawn(
-            kit.revoked.run(runtime.db, runtime.now, settings.SESSION_REVOCATION_SYNC_SECONDS),
-            name="session-revocation-sync",
-        )
+        for part in runtime.parts.values():
+            await part.start(runtime)
         # Development sends mail from here; deployments run `smilingsteps worker`.
         mail = InProcessSender(settings, runtime.db, clock=runtime.clock) if settings.email_in_process_sender else None
         if mail is not None:
@@ -131,18 +139,18 @@ def _install_docs(app: FastAPI) -> None:
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """The whole application for `settings`; `clock` (epoch seconds) drives expiry and rate limits in tests."""
-    limiter = build_limiter(settings, clock)
+    runtime = build_runtime(settings, clock)
+    auth = accounts_security.install(runtime)
     app = FastAPI(
         title="Smiling Steps",
         version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,
         redoc_url=None,
-        lifespan=_lifespan(settings, limiter, clock),
+        lifespan=_lifespan(runtime),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
-    auth = build_auth_kit(settings)
-    app.state.auth = auth
+    app.state.runtime = runtime
     health.install(app)
     metrics.install(app)
     app.include_router(build_api_router())
@@ -152,8 +160,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     security = SecurityHeadersMiddleware(app.router, production=settings.is_production)
 
     def classify(exc: BaseException) -> AppError | None:
-        runtime = getattr(app.state, "runtime", None)
-        return runtime.db.classify(exc) if isinstance(runtime, Runtime) else None
+        return runtime.db.classify(exc)
 
     async def last_resort(request: Request, exc: Exception) -> Response:
         # Reached only if a middleware itself fails; it still answers in our format.
@@ -169,9 +176,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     if settings.RATE_LIMITS_ENABLED:
         app.add_middleware(
             RateLimitMiddleware,
-            limiter=limiter,
+            limiter=runtime.limiter,
             routes=lambda: app.routes,
-            identify=rate_limit_identity(auth, lambda: utc_from(clock or system_clock)),
+            identify=rate_limit_identity(auth, runtime.now),
         )
     app.add_middleware(
         CorsMiddleware,

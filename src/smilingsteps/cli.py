@@ -169,6 +169,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
     from smilingsteps.platform.db import Database
     from smilingsteps.platform.errors import AppError
     from smilingsteps.platform.logging import configure_logging
+    from smilingsteps.platform.runtime import build_encryptor
 
     configure_logging(settings)
     try:
@@ -185,7 +186,7 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
     async def create() -> str:
         database = Database(settings)
-        kit = build_auth_kit(settings)
+        kit = build_auth_kit(settings, build_encryptor(settings))
         try:
             if not await database.connect_with_retry():
                 raise RuntimeError("the database is unreachable (see the log for each attempt)")

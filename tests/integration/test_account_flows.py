@@ -25,6 +25,7 @@ from tests.support.accounts import (
     ORIGIN,
     PASSWORD,
     another_client,
+    auth_kit,
     csrf,
     link_token,
     login,
@@ -304,7 +305,7 @@ async def make_admin(app: FastAPI, clock: FakeClock) -> str:
     async with runtime(app).db.session() as session:
         await service.create_admin(
             session,
-            app.state.auth,
+            auth_kit(app),
             email=email,
             full_name="Grace Admin",
             phone="0722000000",

@@ -21,6 +21,7 @@ from tests.support.accounts import (
     ORIGIN,
     PASSWORD,
     another_client,
+    auth_kit,
     csrf,
     login,
     new_email,
@@ -447,7 +448,7 @@ async def test_revocations_reach_other_instances(
         assert (await client.post(f"{API}/auth/logout", headers=csrf(client))).status_code == 204
         # The other instance learns of it on its next sync (every SESSION_REVOCATION_SYNC_SECONDS).
         other_runtime = runtime(other_app)
-        await other_app.state.auth.revoked.sync(other_runtime.db, other_runtime.now())
+        await auth_kit(other_app).revoked.sync(other_runtime.db, other_runtime.now())
         assert (await other.get(f"{API}/users/me", headers=bearer)).status_code == 401
 
 

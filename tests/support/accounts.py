@@ -11,6 +11,7 @@ import httpx
 import pyotp
 from fastapi import FastAPI
 
+from smilingsteps.accounts.security import AuthKit
 from smilingsteps.platform.runtime import Runtime
 
 ORIGIN = "http://127.0.0.1:8000"  # the default PUBLIC_BASE_URL's origin, allowed by default
@@ -22,6 +23,11 @@ def runtime(app: FastAPI) -> Runtime:
     value = app.state.runtime
     assert isinstance(value, Runtime)
     return value
+
+
+def auth_kit(app: FastAPI) -> AuthKit:
+    """The running app's accounts toolkit (hasher, token codec, revocations)."""
+    return runtime(app).part(AuthKit)
 
 
 def new_email(tag: str = "user") -> str:

@@ -15,7 +15,7 @@ from smilingsteps.audit.service import AuditContext
 from smilingsteps.bookings import service as bookings
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
-from tests.support.accounts import ORIGIN, PASSWORD, new_email, runtime
+from tests.support.accounts import ORIGIN, PASSWORD, auth_kit, new_email, runtime
 
 WEEKDAYS_9_TO_5 = [RuleIn(weekday=day, start=time(9), end=time(17)) for day in range(5)]
 
@@ -58,7 +58,7 @@ async def make_user(
     user = User(
         id=uuid.uuid4(),
         email=new_email(role.value),
-        password_hash=await app.state.auth.hasher.hash(PASSWORD),
+        password_hash=await auth_kit(app).hasher.hash(PASSWORD),
         full_name=full_name,
         phone="254712345678",
         timezone=timezone,

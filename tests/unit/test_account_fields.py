@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from smilingsteps.accounts.schemas import normalise_email, normalise_phone, valid_timezone
+from smilingsteps.accounts.schemas import normalise_email, normalise_phone
+from smilingsteps.platform.schemas import valid_timezone
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,9 @@ from smilingsteps.accounts.errors import (
     RoleRequiredError,
 )
 from smilingsteps.accounts.models import Role
-from smilingsteps.accounts.security import AuthKit
-from smilingsteps.accounts.service import ClientInfo, IssuedSession
+from smilingsteps.accounts.security import AuthKit, auth_kit_of
+from smilingsteps.accounts.service import IssuedSession
 from smilingsteps.accounts.tokens import InvalidTokenError
-from smilingsteps.platform.context import client_ip_of, request_id_of
 from smilingsteps.platform.runtime import runtime_of
 
 # Dependencies here are `async def` on purpose: a plain `def` dependency runs in
@@ -67,31 +66,10 @@ class Principal:
 
 
 async def auth_kit(request: Request) -> AuthKit:
-    kit = getattr(request.app.state, "auth", None)
-    if not isinstance(kit, AuthKit):
-        raise RuntimeError("the accounts toolkit is not installed")
-    return kit
+    return auth_kit_of(runtime_of(request))
 
 
 AuthKitDep = Annotated[AuthKit, Depends(auth_kit)]
-
-
-async def now_of(request: Request) -> datetime:
-    return runtime_of(request).now()
-
-
-Now = Annotated[datetime, Depends(now_of)]
-
-
-async def client_info(request: Request) -> ClientInfo:
-    return ClientInfo(
-        ip=client_ip_of(request.scope),
-        user_agent=request.headers.get("user-agent", "")[:256],
-        request_id=request_id_of(request.scope),
-    )
-
-
-Client = Annotated[ClientInfo, Depends(client_info)]
 
 
 def _bearer(request: Request) -> str | None:

@@ -10,10 +10,8 @@ from smilingsteps.accounts import service
 from smilingsteps.accounts.auth import (
     CSRF_HEADER,
     AuthKitDep,
-    Client,
     CookieNames,
     CurrentUser,
-    Now,
     clear_session_cookies,
     origin_allowed,
     set_session_cookies,
@@ -37,7 +35,7 @@ from smilingsteps.accounts.schemas import (
     TotpSetupOut,
     UserOut,
 )
-from smilingsteps.platform.dependencies import DbSession, RuntimeDep
+from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
 from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute

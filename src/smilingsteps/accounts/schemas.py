@@ -10,8 +10,7 @@ from typing import Annotated, Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints
 
-from smilingsteps.platform.schemas import RequestModel, ResponseModel
-from smilingsteps.platform.timezones import is_iana_zone
+from smilingsteps.platform.schemas import RequestModel, ResponseModel, TimeZoneName
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
@@ -37,19 +36,12 @@ def normalise_phone(value: str) -> str:
     return digits
 
 
-def valid_timezone(value: str) -> str:
-    if not is_iana_zone(value):
-        raise ValueError("must be an IANA time zone name such as Africa/Nairobi")
-    return value
-
-
 Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
 # Passwords keep their spaces; the length rules live in the password policy so
 # the error names the rule. The cap here only bounds the work a request can cause.
 Password = Annotated[str, StringConstraints(strip_whitespace=False, max_length=1024)]
 FullName = Annotated[str, Field(min_length=1, max_length=120)]
 Phone = Annotated[str, Field(max_length=20), AfterValidator(normalise_phone)]
-TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(valid_timezone)]
 OpaqueToken = Annotated[str, Field(min_length=16, max_length=512, pattern=r"^[A-Za-z0-9_\-.]+$")]
 TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 RecoveryCodeText = Annotated[str, Field(min_length=16, max_length=24, pattern=r"^[A-Za-z2-7\- ]+$")]

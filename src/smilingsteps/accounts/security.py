@@ -1,7 +1,11 @@
-"""The accounts toolkit one app instance shares: hasher, token codec, data encryption, revocations."""
+"""The accounts toolkit one app instance shares: hasher, token codec, data encryption, revocations.
+
+It is the accounts domain's part of the runtime (`Runtime.part(AuthKit)`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -10,6 +14,7 @@ from smilingsteps.accounts.revocations import RevokedSessions
 from smilingsteps.accounts.tokens import TokenCodec
 from smilingsteps.config import Settings
 from smilingsteps.platform.crypto import Encryptor
+from smilingsteps.platform.runtime import Runtime
 
 MFA_CHALLENGE_TTL = timedelta(minutes=5)
 
@@ -21,6 +26,14 @@ class AuthKit:
     codec: TokenCodec
     encryptor: Encryptor
     revoked: RevokedSessions
+
+    async def start(self, runtime: Runtime) -> None:
+        """Warm up off the event loop, then keep this instance's revocation set in step with the others."""
+        await asyncio.to_thread(self.warm_up)
+        runtime.tasks.spawn(
+            self.revoked.run(runtime.db, runtime.now, self.settings.SESSION_REVOCATION_SYNC_SECONDS),
+            name="session-revocation-sync",
+        )
 
     def warm_up(self) -> None:
         """Start-up work, so no request pays it: the dummy hash and the common-password list."""
@@ -47,9 +60,18 @@ class AuthKit:
         return self.settings.PUBLIC_BASE_URL.startswith("https://")
 
 
-def build_auth_kit(settings: Settings) -> AuthKit:
-    keys = settings.encryption_keys
-    encryptor = Encryptor(keys) if keys else Encryptor.from_secret(settings.secret_key)
+def auth_kit_of(runtime: Runtime) -> AuthKit:
+    return runtime.part(AuthKit)
+
+
+def install(runtime: Runtime) -> AuthKit:
+    """Build the toolkit for `runtime` and make it the runtime's accounts part."""
+    kit = build_auth_kit(runtime.settings, runtime.encryptor)
+    runtime.add_part(kit)
+    return kit
+
+
+def build_auth_kit(settings: Settings, encryptor: Encryptor) -> AuthKit:
     return AuthKit(
         settings=settings,
         hasher=PasswordHasher(

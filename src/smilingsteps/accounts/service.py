@@ -47,8 +47,9 @@ from smilingsteps.accounts.passwords import password_problem
 from smilingsteps.accounts.schemas import RegisterIn
 from smilingsteps.accounts.security import MFA_CHALLENGE_TTL, AuthKit
 from smilingsteps.accounts.tokens import InvalidTokenError
-from smilingsteps.audit.service import AuditContext, record
+from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
+from smilingsteps.platform.context import SYSTEM, ClientInfo
 from smilingsteps.platform.crypto import new_token, token_hash
 from smilingsteps.platform.db import Database, after_commit
 from smilingsteps.platform.errors import ConflictError, ForbiddenError, NotFoundError
@@ -77,16 +78,6 @@ class IssuedSession:
 @dataclass(frozen=True)
 class MfaChallenge:
     mfa_token: str
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    ip: str | None
-    user_agent: str
-    request_id: str | None
-
-    def audit(self, actor_id: uuid.UUID | None) -> AuditContext:
-        return AuditContext(actor_id=actor_id, ip=self.ip, request_id=self.request_id)
 
 
 # ---- registration and email verification ----------------------------------------
@@ -929,7 +920,7 @@ async def create_admin(
     await record(
         session,
         action="admin.user.created",
-        context=AuditContext(actor_id=None, ip=None, request_id=None),
+        context=SYSTEM,
         now=now,
         target_type="user",
         target_id=str(user.id),

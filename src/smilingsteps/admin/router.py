@@ -8,14 +8,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from smilingsteps.accounts import service as accounts
-from smilingsteps.accounts.auth import AdminUser, AuthKitDep, Client, Now
+from smilingsteps.accounts.auth import AdminUser, AuthKitDep
 from smilingsteps.accounts.models import AccountStatus, TherapistStatus
 from smilingsteps.accounts.router import user_out
 from smilingsteps.accounts.schemas import UserOut
 from smilingsteps.admin.schemas import UserPage, UserUpdateIn
 from smilingsteps.audit import service as audit
 from smilingsteps.audit.schemas import AuditLogPage, AuditLogQuery
-from smilingsteps.platform.dependencies import DbSession
+from smilingsteps.platform.dependencies import Client, DbSession, Now
 from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute

@@ -33,6 +33,7 @@ from smilingsteps.audit.models import (
     AuditEvent,
 )
 from smilingsteps.audit.schemas import ACTION_PATTERN, LIST_LIMIT_MAX, AuditFilters
+from smilingsteps.platform.context import AuditContext
 from smilingsteps.platform.db import Database
 from smilingsteps.platform.models import new_id
 
@@ -102,15 +103,6 @@ _SECRET_WORDS = frozenset(
 _SECRET_JOINED = ("password", "passwd", "secret", "apikey", "privatekey", "accesstoken", "refreshtoken")
 _WORDS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")  # PostgreSQL text refuses NUL; UTF-8 refuses lone surrogates
-
-
-@dataclass(frozen=True)
-class AuditContext:
-    """Who is acting and from where; built once per request."""
-
-    actor_id: uuid.UUID | None
-    ip: str | None
-    request_id: str | None
 
 
 class ChainBreak(enum.StrEnum):

@@ -7,12 +7,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
-from smilingsteps.accounts.auth import AdminUser, AuthKitDep, Client, CurrentUser, Now, Principal, VerifiedUser
-from smilingsteps.accounts.service import ClientInfo
+from smilingsteps.accounts.auth import AdminUser, CurrentUser, Principal, VerifiedUser
 from smilingsteps.bookings import service
 from smilingsteps.bookings.models import BookingStatus
 from smilingsteps.bookings.schemas import BookingIn, BookingOut, CancelIn, NoteIn, NoteOut, OutcomeIn, RescheduleIn
-from smilingsteps.platform.dependencies import DbSession, SettingsDep
+from smilingsteps.platform.context import ClientInfo
+from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
 
@@ -104,11 +104,11 @@ def build_router() -> APIRouter:
         body: NoteIn,
         user: CurrentUser,
         session: DbSession,
-        kit: AuthKitDep,
+        encryptor: EncryptorDep,
         now: Now,
         client: Client,
     ) -> None:
-        await service.write_note(session, kit.encryptor, _actor(user, client), booking_id, body.text, now=now)
+        await service.write_note(session, encryptor, _actor(user, client), booking_id, body.text, now=now)
 
     @router.get("/bookings/{booking_id}/notes")
     async def read_note(
@@ -116,11 +116,11 @@ def build_router() -> APIRouter:
         booking_id: uuid.UUID,
         user: CurrentUser,
         session: DbSession,
-        kit: AuthKitDep,
+        encryptor: EncryptorDep,
         now: Now,
         client: Client,
     ) -> NoteOut:
-        text, updated = await service.read_note(session, kit.encryptor, _actor(user, client), booking_id, now=now)
+        text, updated = await service.read_note(session, encryptor, _actor(user, client), booking_id, now=now)
         return NoteOut(text=text, updated_at=updated)
 
     @router.post("/admin/bookings/{booking_id}/confirm", openapi_extra=ADMIN)

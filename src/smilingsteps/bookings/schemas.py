@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from smilingsteps.accounts.schemas import TimeZoneName
-from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, UtcDatetime
+from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName, UtcDatetime
 
 
 class BookingIn(RequestModel):

@@ -1,6 +1,9 @@
-"""Per-request values kept in the ASGI scope, readable by any layer."""
+"""Per-request values kept in the ASGI scope, readable by any layer, and who is asking from where."""
 
 from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
 
 from starlette.types import Scope
 
@@ -29,3 +32,27 @@ def client_ip_of(scope: Scope) -> str | None:
     """The client address after trusted-proxy resolution."""
     client = scope.get("client")
     return client[0] if client else None
+
+
+@dataclass(frozen=True)
+class AuditContext:
+    """Who is acting and from where; built once per request, written with every audit row."""
+
+    actor_id: uuid.UUID | None
+    ip: str | None
+    request_id: str | None
+
+
+SYSTEM = AuditContext(actor_id=None, ip=None, request_id=None)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """The caller's address (after trusted-proxy resolution), user agent and request id."""
+
+    ip: str | None
+    user_agent: str
+    request_id: str | None
+
+    def audit(self, actor_id: uuid.UUID | None) -> AuditContext:
+        return AuditContext(actor_id=actor_id, ip=self.ip, request_id=self.request_id)

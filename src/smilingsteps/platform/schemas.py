@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from smilingsteps.platform.timezones import is_iana_zone
 
 MAX_TEXT = 10_000
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -64,6 +66,16 @@ def utc_moment(value: datetime) -> datetime:
 
 # An aware datetime (an offset is required), normalised to UTC and kept within a sane range.
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_moment)]
+
+
+def valid_timezone(value: str) -> str:
+    if not is_iana_zone(value):
+        raise ValueError("must be an IANA time zone name such as Africa/Nairobi")
+    return value
+
+
+# A zone people live in, by its exact IANA name (`Africa/Nairobi`).
+TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(valid_timezone)]
 
 
 class RequestModel(BaseModel):

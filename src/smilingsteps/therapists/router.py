@@ -9,11 +9,10 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query
 
-from smilingsteps.accounts.auth import CurrentUser, Now
-from smilingsteps.accounts.schemas import TimeZoneName
-from smilingsteps.platform.dependencies import DbSession, SettingsDep
+from smilingsteps.accounts.auth import CurrentUser
+from smilingsteps.platform.dependencies import DbSession, Now, SettingsDep
 from smilingsteps.platform.routing import ApiRoute
-from smilingsteps.platform.schemas import UtcDatetime
+from smilingsteps.platform.schemas import TimeZoneName, UtcDatetime
 from smilingsteps.therapists import service
 from smilingsteps.therapists.repository import Therapist
 from smilingsteps.therapists.schemas import (

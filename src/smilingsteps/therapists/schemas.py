@@ -9,8 +9,7 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from smilingsteps.accounts.schemas import TimeZoneName
-from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel
+from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName
 from smilingsteps.therapists.vocabulary import Language, Specialty
 
 MAX_RULES = 50
