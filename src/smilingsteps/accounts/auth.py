@@ -30,7 +30,7 @@ from smilingsteps.accounts.errors import (
 )
 from smilingsteps.accounts.models import Role
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
-from smilingsteps.accounts.service import IssuedSession
+from smilingsteps.accounts.sessions import IssuedSession
 from smilingsteps.accounts.tokens import InvalidTokenError
 from smilingsteps.platform.runtime import runtime_of
 

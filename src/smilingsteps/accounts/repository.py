@@ -18,6 +18,8 @@ from smilingsteps.accounts.models import (
     RefreshToken,
     User,
 )
+from smilingsteps.accounts.schemas import Contact
+from smilingsteps.platform.errors import NotFoundError
 
 
 def _rowcount(result: object) -> int:
@@ -31,6 +33,19 @@ async def user_by_email(session: AsyncSession, email: str) -> User | None:
 
 async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await session.get(User, user_id)
+
+
+async def contacts(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Contact]:
+    rows = await session.execute(select(User.id, User.email, User.full_name).where(User.id.in_(user_ids)))
+    return {row.id: Contact(email=row.email, full_name=row.full_name) for row in rows}
+
+
+async def existing_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    """The account, or 404 ("No such account.") for the services that need it to exist."""
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFoundError("No such account.")
+    return user
 
 
 async def email_exists(session: AsyncSession, email: str) -> bool:

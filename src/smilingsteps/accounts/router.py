@@ -6,7 +6,8 @@ import uuid
 
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 
-from smilingsteps.accounts import service
+from smilingsteps.accounts import mfa, service, signin
+from smilingsteps.accounts import sessions as signed_in
 from smilingsteps.accounts.auth import (
     CSRF_HEADER,
     AuthKitDep,
@@ -17,7 +18,7 @@ from smilingsteps.accounts.auth import (
     set_session_cookies,
 )
 from smilingsteps.accounts.errors import CsrfError, InvalidRefreshTokenError
-from smilingsteps.accounts.models import AuthSession, Role, User
+from smilingsteps.accounts.models import AuthSession, Role
 from smilingsteps.accounts.schemas import (
     LoginIn,
     LoginOut,
@@ -43,22 +44,6 @@ from smilingsteps.platform.routing import ApiRoute
 AUTH = rate_limited("auth")
 
 
-def user_out(user: User) -> UserOut:
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        full_name=user.full_name,
-        phone=user.phone,
-        timezone=user.timezone,
-        role=user.role,
-        status=user.status,
-        therapist_status=user.therapist_status,
-        email_verified=user.email_verified_at is not None,
-        mfa_enabled=user.mfa_enabled,
-        created_at=user.created_at,
-    )
-
-
 def _session_out(auth_session: AuthSession, current: uuid.UUID) -> SessionOut:
     return SessionOut(
         id=auth_session.id,
@@ -78,13 +63,13 @@ def _refuse_foreign_origin(request: Request, kit: AuthKitDep) -> None:
 
 
 def _signed_in(
-    issued: service.IssuedSession, response: Response, kit: AuthKitDep, now: Now, *, native: bool
+    issued: signed_in.IssuedSession, response: Response, kit: AuthKitDep, now: Now, *, native: bool
 ) -> LoginOut:
     if not native:
         set_session_cookies(response, kit, issued, now)
     response.headers["Cache-Control"] = "no-store"
     return LoginOut(
-        user=user_out(issued.user),
+        user=UserOut.of(issued.user),
         session_id=issued.session_id,
         access_token=issued.access_token,
         access_expires_at=issued.access_expires_at,
@@ -102,7 +87,7 @@ def build_router() -> APIRouter:
         *, body: RegisterIn, request: Request, session: DbSession, kit: AuthKitDep, now: Now, client: Client
     ) -> UserOut:
         _refuse_foreign_origin(request, kit)
-        return user_out(await service.register(session, kit, body, now=now, client=client))
+        return UserOut.of(await service.register(session, kit, body, now=now, client=client))
 
     @router.post("/auth/login", openapi_extra=AUTH)
     async def login(
@@ -116,8 +101,8 @@ def build_router() -> APIRouter:
         client: Client,
     ) -> LoginOut:
         _refuse_foreign_origin(request, kit)
-        outcome = await service.login(runtime.db, kit, email=body.email, password=body.password, now=now, client=client)
-        if isinstance(outcome, service.MfaChallenge):
+        outcome = await signin.login(runtime.db, kit, email=body.email, password=body.password, now=now, client=client)
+        if isinstance(outcome, signin.MfaChallenge):
             response.headers["Cache-Control"] = "no-store"
             return LoginOut(mfa_required=True, mfa_token=outcome.mfa_token)
         return _signed_in(outcome, response, kit, now, native=body.client == "native")
@@ -139,7 +124,7 @@ def build_router() -> APIRouter:
                 "Send either a code from your authenticator app or a recovery code.",
                 errors=[{"field": "code", "location": "body", "message": "exactly one of code, recovery_code"}],
             )
-        issued = await service.complete_mfa_login(
+        issued = await signin.complete_mfa_login(
             runtime.db,
             kit,
             mfa_token=body.mfa_token,
@@ -162,7 +147,7 @@ def build_router() -> APIRouter:
         body: RefreshIn | None = None,
     ) -> LoginOut:
         if body is not None and body.refresh_token is not None:
-            issued = await service.refresh(runtime.db, kit, body.refresh_token, now=now, client=client)
+            issued = await signed_in.refresh(runtime.db, kit, body.refresh_token, now=now, client=client)
             return _signed_in(issued, response, kit, now, native=True)
         names = CookieNames.for_kit(kit)
         token = request.cookies.get(names.refresh)
@@ -171,7 +156,7 @@ def build_router() -> APIRouter:
         header = request.headers.get(CSRF_HEADER)
         if not header or header != request.cookies.get(names.csrf) or not origin_allowed(request, kit.settings.origins):
             raise CsrfError()
-        issued = await service.refresh(
+        issued = await signed_in.refresh(
             runtime.db, kit, token, now=now, client=client, csrf_ok=lambda sid: kit.codec.csrf_valid(header, sid)
         )
         return _signed_in(issued, response, kit, now, native=False)
@@ -180,23 +165,23 @@ def build_router() -> APIRouter:
     async def logout(
         *, user: CurrentUser, response: Response, session: DbSession, kit: AuthKitDep, now: Now, client: Client
     ) -> None:
-        await service.logout(session, kit, user.user_id, user.session_id, now=now, client=client)
+        await signed_in.logout(session, kit, user.user_id, user.session_id, now=now, client=client)
         clear_session_cookies(response, kit)
 
     @router.get("/auth/sessions")
     async def sessions(user: CurrentUser, session: DbSession, now: Now) -> list[SessionOut]:
-        found = await service.list_sessions(session, user.user_id, now=now)
+        found = await signed_in.list_sessions(session, user.user_id, now=now)
         return [_session_out(item, user.session_id) for item in found]
 
     @router.delete("/auth/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT)
     async def revoke_session(
         *, session_id: uuid.UUID, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
     ) -> None:
-        await service.revoke_session(session, kit, user.user_id, session_id, now=now, client=client)
+        await signed_in.revoke_session(session, kit, user.user_id, session_id, now=now, client=client)
 
     @router.post("/auth/verify-email", openapi_extra=AUTH)
     async def verify_email(body: TokenIn, session: DbSession, now: Now, client: Client) -> UserOut:
-        return user_out(await service.verify_email(session, body.token, now=now, client=client))
+        return UserOut.of(await service.verify_email(session, body.token, now=now, client=client))
 
     @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
     async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> Response:
@@ -260,7 +245,7 @@ def _mfa_routes(router: APIRouter) -> None:
     async def totp_setup(
         *, user: CurrentUser, response: Response, session: DbSession, kit: AuthKitDep, now: Now
     ) -> TotpSetupOut:
-        setup = await service.start_totp_enrolment(session, kit, user.user_id, now=now)
+        setup = await mfa.start_totp_enrolment(session, kit, user.user_id, now=now)
         response.headers["Cache-Control"] = "no-store"
         return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.uri, qr_svg=setup.svg)
 
@@ -275,7 +260,7 @@ def _mfa_routes(router: APIRouter) -> None:
         now: Now,
         client: Client,
     ) -> RecoveryCodesOut:
-        codes = await service.confirm_totp_enrolment(
+        codes = await mfa.confirm_totp_enrolment(
             session, kit, user.user_id, user.session_id, body.code, now=now, client=client
         )
         response.headers["Cache-Control"] = "no-store"
@@ -285,7 +270,7 @@ def _mfa_routes(router: APIRouter) -> None:
     async def mfa_disable(
         *, body: MfaDisableIn, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
     ) -> None:
-        await service.disable_mfa(
+        await mfa.disable_mfa(
             session, kit, user.user_id, password=body.password, code=body.code, now=now, client=client
         )
 
@@ -300,7 +285,7 @@ def _mfa_routes(router: APIRouter) -> None:
         now: Now,
         client: Client,
     ) -> RecoveryCodesOut:
-        codes = await service.regenerate_recovery_codes(session, kit, user.user_id, body.code, now=now, client=client)
+        codes = await mfa.regenerate_recovery_codes(session, kit, user.user_id, body.code, now=now, client=client)
         response.headers["Cache-Control"] = "no-store"
         return RecoveryCodesOut(recovery_codes=codes)
 
@@ -308,4 +293,4 @@ def _mfa_routes(router: APIRouter) -> None:
 def _account_routes(router: APIRouter) -> None:
     @router.get("/users/me")
     async def me(user: CurrentUser, session: DbSession) -> UserOut:
-        return user_out(await service.get_user(session, user.user_id))
+        return UserOut.of(await service.get_user(session, user.user_id))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints
 
+from smilingsteps.accounts.models import User
 from smilingsteps.platform.schemas import RequestModel, ResponseModel, TimeZoneName
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
@@ -34,6 +36,14 @@ def normalise_phone(value: str) -> str:
     if not _KENYAN_MSISDN.match(digits):
         raise ValueError("must be a Kenyan mobile number such as 0712345678 or +254712345678")
     return digits
+
+
+@dataclass(frozen=True)
+class Contact:
+    """Whom to write to, and how to greet them: what other domains need of an account for their emails."""
+
+    email: str
+    full_name: str
 
 
 Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
@@ -115,6 +125,22 @@ class UserOut(ResponseModel):
     email_verified: bool
     mfa_enabled: bool
     created_at: datetime
+
+    @classmethod
+    def of(cls, user: User) -> UserOut:
+        return cls(
+            id=user.id,
+            email=user.email,
+            full_name=user.full_name,
+            phone=user.phone,
+            timezone=user.timezone,
+            role=user.role,
+            status=user.status,
+            therapist_status=user.therapist_status,
+            email_verified=user.email_verified_at is not None,
+            mfa_enabled=user.mfa_enabled,
+            created_at=user.created_at,
+        )
 
 
 class SessionOut(ResponseModel):

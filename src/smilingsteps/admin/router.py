@@ -7,11 +7,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from smilingsteps.accounts import service as accounts
 from smilingsteps.accounts.auth import AdminUser, AuthKitDep
 from smilingsteps.accounts.models import AccountStatus, TherapistStatus
-from smilingsteps.accounts.router import user_out
 from smilingsteps.accounts.schemas import UserOut
+from smilingsteps.admin import service
 from smilingsteps.admin.schemas import UserPage, UserUpdateIn
 from smilingsteps.audit import service as audit
 from smilingsteps.audit.schemas import AuditLogPage, AuditLogQuery
@@ -39,14 +38,14 @@ def build_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> UserPage:
-        users, total = await accounts.search_users(
+        users, total = await service.search_users(
             session, query=q, role=role, status=status, therapist_status=therapist_status, limit=limit, offset=offset
         )
-        return UserPage(items=[user_out(u) for u in users], total=total, limit=limit, offset=offset)
+        return UserPage(items=[UserOut.of(u) for u in users], total=total, limit=limit, offset=offset)
 
     @router.get("/users/{user_id}", openapi_extra=ADMIN)
     async def get_user(user_id: uuid.UUID, admin: AdminUser, session: DbSession) -> UserOut:
-        return user_out(await accounts.get_user(session, user_id))
+        return UserOut.of(await service.get_user(session, user_id))
 
     @router.patch("/users/{user_id}", openapi_extra=ADMIN)
     async def update_user(
@@ -65,7 +64,7 @@ def build_router() -> APIRouter:
                 errors=[{"field": "status", "location": "body", "message": "exactly one of status, therapist_status"}],
             )
         if body.status is not None:
-            user = await accounts.set_account_status(
+            user = await service.set_account_status(
                 session,
                 kit,
                 admin.user_id,
@@ -77,7 +76,7 @@ def build_router() -> APIRouter:
             )
         else:
             assert body.therapist_status is not None
-            user = await accounts.review_therapist(
+            user = await service.review_therapist(
                 session,
                 kit,
                 admin.user_id,
@@ -87,7 +86,7 @@ def build_router() -> APIRouter:
                 now=now,
                 client=client,
             )
-        return user_out(user)
+        return UserOut.of(user)
 
     @router.get("/audit-log", openapi_extra=ADMIN)
     async def audit_log(

@@ -28,11 +28,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from smilingsteps.accounts.models import User
+from smilingsteps.accounts.schemas import Contact
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
 from smilingsteps.platform.db import advisory_xact_lock, execute_core, take_write_turn, takes_turns_by_advisory_lock
 from smilingsteps.platform.models import UtcDateTime, table_of
-from smilingsteps.therapists.models import TherapistProfile
-from smilingsteps.therapists.repository import LISTED, Bookable, bookable_columns
+from smilingsteps.therapists.models import LISTED, TherapistProfile, bookable_columns
+from smilingsteps.therapists.schemas import Bookable
 
 # The longest a booking can occupy: 180-minute sessions plus a 120-minute buffer (the
 # profile's CHECK constraints). Lower bounds on starts_at use it so index scans stay short.
@@ -199,12 +200,6 @@ async def insert_booking(session: AsyncSession, booking: Booking) -> None:
 
 
 @dataclass(frozen=True)
-class Contact:
-    email: str
-    full_name: str
-
-
-@dataclass(frozen=True)
 class Parties:
     therapist: Bookable
     client: Contact
@@ -212,11 +207,15 @@ class Parties:
 
 def _parties_statement(*, lock: bool) -> Select[Any]:
     client = aliased(User, name="client")
-    columns: list[Any] = [*bookable_columns(), client.email, client.full_name]
+    columns: list[Any] = [
+        *bookable_columns(),
+        client.email.label("client_email"),
+        client.full_name.label("client_name"),
+    ]
     if lock:
         # Evaluated for the one row found, after the join: the therapist's turn starts here,
         # and the statements that follow (busy times) take their snapshots after it.
-        columns.append(advisory_xact_lock(bindparam("lock_key", type_=BigInteger)))
+        columns.append(advisory_xact_lock(bindparam("lock_key", type_=BigInteger)).label("turn_taken"))
     return (
         select(*columns)
         .select_from(User)
@@ -226,7 +225,6 @@ def _parties_statement(*, lock: bool) -> Select[Any]:
     )
 
 
-_BOOKABLE_WIDTH = len(bookable_columns())
 _PARTIES = _parties_statement(lock=False)
 _PARTIES_TAKING_TURN = _parties_statement(lock=True)
 
@@ -247,8 +245,8 @@ async def parties_taking_turn(session: AsyncSession, therapist_id: uuid.UUID, cl
     row = (await execute_core(session, statement, parameters)).first()
     if row is None:
         return None
-    values = tuple(row)
-    return Parties(Bookable(*values[:_BOOKABLE_WIDTH]), Contact(*values[_BOOKABLE_WIDTH : _BOOKABLE_WIDTH + 2]))
+    values = row._mapping
+    return Parties(Bookable.from_row(values), Contact(email=values["client_email"], full_name=values["client_name"]))
 
 
 async def expire_stale_holds(

@@ -1,9 +1,14 @@
-"""Bookings HTTP: parse, authorise, one service call, shape the answer."""
+"""Bookings HTTP: parse, authorise, one service call, shape the answer.
+
+Also the public directory and free slots under /therapists: both depend on bookings.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import date, timedelta
 from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, status
 
@@ -15,6 +20,11 @@ from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
+from smilingsteps.platform.schemas import TimeZoneName, UtcDatetime
+from smilingsteps.therapists import service as therapists
+from smilingsteps.therapists.schemas import ProfileOut, SlotOut, TherapistPage
+from smilingsteps.therapists.slots import local_label
+from smilingsteps.therapists.vocabulary import Language, Specialty
 
 ADMIN = rate_limited("admin")
 StatusFilter = Literal[
@@ -26,8 +36,60 @@ def _actor(user: Principal, client: ClientInfo) -> service.Actor:
     return service.Actor(user_id=user.user_id, role=user.role, audit=client.audit(user.user_id))
 
 
+def _finding_routes(router: APIRouter) -> None:
+    """The public directory and a therapist's free slots: what can be booked (so bookings serves them)."""
+
+    @router.get("/therapists", tags=["therapists"])
+    async def directory(
+        *,
+        session: DbSession,
+        settings: SettingsDep,
+        now: Now,
+        specialty: Specialty | None = None,
+        language: Language | None = None,
+        min_price: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        max_price: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+        available_by: Annotated[date | None, Query(description="only therapists with a free slot by this day")] = None,
+        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        limit: Annotated[int, Query(ge=1, le=therapists.MAX_PAGE)] = 20,
+    ) -> TherapistPage:
+        found, next_cursor = await service.directory(
+            session,
+            settings,
+            specialty=specialty,
+            language=language,
+            min_price=min_price,
+            max_price=max_price,
+            available_by=available_by,
+            cursor=cursor,
+            limit=limit,
+            now=now,
+        )
+        return TherapistPage(items=[ProfileOut.of(t) for t in found], next_cursor=next_cursor)
+
+    @router.get("/therapists/{therapist_id}/slots", tags=["therapists"])
+    async def slots(
+        *,
+        therapist_id: uuid.UUID,
+        session: DbSession,
+        settings: SettingsDep,
+        now: Now,
+        start: Annotated[UtcDatetime, Query(alias="from")],
+        to: UtcDatetime,
+        tz: Annotated[TimeZoneName, Query()] = "Africa/Nairobi",
+    ) -> list[SlotOut]:
+        zone = ZoneInfo(tz)
+        schedule, starts = await service.free_slots(session, settings, therapist_id, start, to, now=now)
+        length = schedule.policy.session_minutes
+        return [
+            SlotOut(start=s, end=s + timedelta(minutes=length), local_start=local_label(s, zone), timezone=tz)
+            for s in starts
+        ]
+
+
 def build_router() -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["bookings"])
+    _finding_routes(router)
 
     @router.post("/bookings", status_code=status.HTTP_201_CREATED)
     async def create(

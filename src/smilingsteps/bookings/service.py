@@ -14,14 +14,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smilingsteps.accounts.models import Role, User
+from smilingsteps.accounts import service as accounts
+from smilingsteps.accounts.models import Role
+from smilingsteps.accounts.schemas import Contact
 from smilingsteps.audit.service import AuditContext, record
 from smilingsteps.bookings import repository
 from smilingsteps.bookings.errors import BookingStateError, ClientOverlapError, SlotNotBookableError, SlotTakenError
@@ -29,9 +31,10 @@ from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link, queue_email
 from smilingsteps.platform.crypto import Encryptor
-from smilingsteps.platform.errors import ForbiddenError, NotFoundError
+from smilingsteps.platform.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.therapists import service as therapists
-from smilingsteps.therapists.slots import Busy, is_bookable
+from smilingsteps.therapists.schemas import Bookable, Therapist
+from smilingsteps.therapists.slots import Busy, check_window, compute_slots, is_bookable
 
 log = structlog.get_logger("smilingsteps.bookings")
 DEADLOCK = "40P01"
@@ -62,11 +65,8 @@ def _when(moment: datetime, zone: str) -> str:
     return f"{local:%A %-d %B %Y, %H:%M} ({zone})"
 
 
-async def _people(session: AsyncSession, booking: Booking) -> tuple[User, User]:
-    client = await session.get(User, booking.client_id)
-    therapist = await session.get(User, booking.therapist_id)
-    assert client is not None
-    assert therapist is not None
+async def _people(session: AsyncSession, booking: Booking) -> tuple[Contact, Contact]:
+    client, therapist = await accounts.contacts(session, booking.client_id, booking.therapist_id)
     return client, therapist
 
 
@@ -86,6 +86,80 @@ async def _tell_both(
         if template != "booking_cancelled":
             context["link"] = link
         await queue_email(session, to=person.email, template=template, context=context, now=now)
+
+
+# ---- free times: a therapist's slots, and who is free by a day -----------------------------
+
+
+async def _free_starts(
+    session: AsyncSession, schedule: therapists.Schedule, start: datetime, end: datetime, now: datetime
+) -> list[datetime]:
+    busy = await repository.busy_between(session, schedule.therapist.id, start, end, now=now)
+    return compute_slots(
+        tz=schedule.tz,
+        rules=schedule.rules,
+        exceptions=schedule.exceptions,
+        busy=[Busy(start=b[0], end=b[1]) for b in busy],
+        policy=schedule.policy,
+        window_start=start,
+        window_end=end,
+        now=now,
+    )
+
+
+async def free_slots(
+    session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, start: datetime, end: datetime, *, now: datetime
+) -> tuple[therapists.Schedule, list[datetime]]:
+    """Bookable slot starts in [start, end) for a listed therapist; 422 for a reversed or over-long window."""
+    try:
+        check_window(start, end)
+    except ValueError as exc:
+        raise ValidationFailedError(
+            f"Invalid time window: {exc}.", errors=[{"field": "to", "location": "query", "message": str(exc)}]
+        ) from None
+    schedule = await therapists.schedule_of(session, settings, therapist_id)
+    return schedule, await _free_starts(session, schedule, start, end, now)
+
+
+async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapist, day: date, now: datetime) -> bool:
+    """A free slot between now and the end of `day` in the therapist's zone (within the booking horizon)."""
+    schedule = await therapists.schedule_for(session, settings, Bookable.of(therapist))
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=schedule.tz)
+    end = min(end.astimezone(now.tzinfo), now + schedule.policy.horizon + timedelta(minutes=1))
+    if end <= now:
+        return False
+    return bool(await _free_starts(session, schedule, now, end, now))
+
+
+async def directory(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    specialty: str | None,
+    language: str | None,
+    min_price: int | None,
+    max_price: int | None,
+    available_by: date | None,
+    cursor: str | None,
+    limit: int,
+    now: datetime,
+) -> tuple[list[Therapist], str | None]:
+    """The therapists directory; `available_by` keeps those with a free slot from now to that day's end."""
+
+    async def free_by_then(therapist: Therapist) -> bool:
+        assert available_by is not None
+        return await _free_by(session, settings, therapist, available_by, now)
+
+    return await therapists.directory(
+        session,
+        specialty=specialty,
+        language=language,
+        min_price=min_price,
+        max_price=max_price,
+        cursor=cursor,
+        limit=limit,
+        keep=None if available_by is None else free_by_then,
+    )
 
 
 # ---- creating a hold --------------------------------------------------------------------
@@ -137,7 +211,7 @@ async def _check_slot(
 
 async def _schedule_taking_turn(
     session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, client_id: uuid.UUID
-) -> tuple[therapists.Schedule, repository.Contact]:
+) -> tuple[therapists.Schedule, Contact]:
     """The therapist's schedule and the client's contact, with the therapist's write turn taken; 404 if not listed."""
     parties = await repository.parties_taking_turn(session, therapist_id, client_id)
     if parties is None:

@@ -9,6 +9,7 @@ from starlette.types import Scope
 
 REQUEST_ID_KEY = "request_id"
 CLIENT_IP_KEY = "client_ip"
+USER_AGENT_MAX = 256  # characters of a User-Agent kept (sessions list, audit)
 
 
 def _state(scope: Scope) -> dict[str, object]:

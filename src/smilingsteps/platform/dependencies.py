@@ -15,11 +15,9 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.config import Settings
-from smilingsteps.platform.context import ClientInfo, client_ip_of, request_id_of
+from smilingsteps.platform.context import USER_AGENT_MAX, ClientInfo, client_ip_of, request_id_of
 from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.runtime import Runtime, runtime_of
-
-USER_AGENT_MAX = 256
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
+from typing import Any
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, Time, Uuid
+from sqlalchemy import CheckConstraint, ColumnElement, Date, ForeignKey, Index, Integer, String, Text, Time, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
 from smilingsteps.platform.models import Base, UtcDateTime, new_id
 
 
@@ -88,3 +90,33 @@ class AvailabilityException(Base):
     end: Mapped[time | None] = mapped_column(Time, default=None)
 
     __table_args__ = (CheckConstraint("kind IN ('off', 'extra')", name="kind_known"),)
+
+
+# ---- what other domains may join on (read-only) -----------------------------------------
+
+# What makes a therapist appear in the directory and be bookable: a therapist account,
+# approved and active (and, by the join, with a profile).
+LISTED: tuple[ColumnElement[bool], ...] = (
+    User.role == Role.THERAPIST.value,
+    User.therapist_status == TherapistStatus.APPROVED.value,
+    User.status == AccountStatus.ACTIVE.value,
+)
+
+
+def is_approved(user: User) -> bool:
+    """The Python side of `LISTED`'s approval: a therapist account an administrator approved."""
+    return user.role == Role.THERAPIST.value and user.therapist_status == TherapistStatus.APPROVED.value
+
+
+def bookable_columns() -> tuple[Any, ...]:
+    """A listed therapist's booking terms, labelled with the field names of `schemas.Bookable`
+    (select from `User` joined to `TherapistProfile`)."""
+    return (
+        User.id.label("id"),
+        User.full_name.label("full_name"),
+        TherapistProfile.timezone.label("timezone"),
+        TherapistProfile.price_kes.label("price_kes"),
+        TherapistProfile.session_minutes.label("session_minutes"),
+        TherapistProfile.buffer_minutes.label("buffer_minutes"),
+        TherapistProfile.availability_version.label("availability_version"),
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import time
 from typing import Any
 
@@ -26,62 +25,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.accounts.models import User
 from smilingsteps.platform.cache import BoundedLru
 from smilingsteps.platform.db import execute_core
 from smilingsteps.therapists.models import (
+    LISTED,
     AvailabilityException,
     AvailabilityRule,
     TherapistLanguage,
     TherapistProfile,
     TherapistSpecialty,
+    bookable_columns,
 )
+from smilingsteps.therapists.schemas import Bookable, Therapist
 from smilingsteps.therapists.slots import DateException, WeeklyRule
-
-
-@dataclass(frozen=True)
-class Therapist:
-    user: User
-    profile: TherapistProfile
-    specialties: list[str]
-    languages: list[str]
-
-
-LISTED = (  # what makes a therapist appear in the directory and bookable
-    User.role == Role.THERAPIST.value,
-    User.therapist_status == TherapistStatus.APPROVED.value,
-    User.status == AccountStatus.ACTIVE.value,
-)
 
 
 def _listed() -> Select[User, TherapistProfile]:
     return select(User, TherapistProfile).join(TherapistProfile, TherapistProfile.user_id == User.id).where(*LISTED)
-
-
-@dataclass(frozen=True)
-class Bookable:
-    """What booking and slot computation need of a listed therapist (no ORM objects)."""
-
-    id: uuid.UUID
-    full_name: str
-    timezone: str
-    price_kes: int
-    session_minutes: int
-    buffer_minutes: int
-    availability_version: int
-
-    @classmethod
-    def of(cls, therapist: Therapist) -> Bookable:
-        user, profile = therapist.user, therapist.profile
-        return cls(
-            user.id,
-            user.full_name,
-            profile.timezone,
-            profile.price_kes,
-            profile.session_minutes,
-            profile.buffer_minutes,
-            profile.availability_version,
-        )
 
 
 async def _with_tags(session: AsyncSession, rows: Sequence[tuple[User, TherapistProfile]]) -> list[Therapist]:
@@ -114,7 +75,7 @@ async def listed_therapist(session: AsyncSession, therapist_id: uuid.UUID) -> Th
 async def bookable(session: AsyncSession, therapist_id: uuid.UUID) -> Bookable | None:
     """A listed therapist's booking terms, in one query of plain columns."""
     row = (await execute_core(session, _BOOKABLE, {"therapist_id": therapist_id})).first()
-    return None if row is None else Bookable(*tuple(row))
+    return None if row is None else Bookable.from_row(row._mapping)
 
 
 async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist | None:
@@ -190,23 +151,11 @@ def _availability_statement() -> CompoundSelect[Any]:
     return union_all(rules, exceptions)
 
 
-def bookable_columns() -> tuple[Any, ...]:
-    """The columns of `Bookable`, in its field order."""
-    return (
-        User.id,
-        User.full_name,
-        TherapistProfile.timezone,
-        TherapistProfile.price_kes,
-        TherapistProfile.session_minutes,
-        TherapistProfile.buffer_minutes,
-        TherapistProfile.availability_version,
-    )
-
-
 # Built once: a statement object keeps its cache key, so booking a slot neither rebuilds the
 # expression nor recomputes its key (together a sixth of a booking's server time before).
 _BOOKABLE = (
     select(*bookable_columns())
+    .select_from(User)
     .join(TherapistProfile, TherapistProfile.user_id == User.id)
     .where(User.id == bindparam("therapist_id"), *LISTED)
 )

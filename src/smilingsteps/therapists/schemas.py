@@ -4,16 +4,61 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from datetime import date, datetime, time
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from smilingsteps.accounts.models import User
 from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName
+from smilingsteps.therapists.models import TherapistProfile, is_approved
 from smilingsteps.therapists.vocabulary import Language, Specialty
 
 MAX_RULES = 50
 MAX_EXCEPTIONS = 366
+
+
+@dataclass(frozen=True)
+class Therapist:
+    """A therapist account with its profile and what it offers, as the service returns it."""
+
+    user: User
+    profile: TherapistProfile
+    specialties: list[str]
+    languages: list[str]
+
+
+@dataclass(frozen=True)
+class Bookable:
+    """What booking and slot computation need of a listed therapist (plain values, no ORM objects)."""
+
+    id: uuid.UUID
+    full_name: str
+    timezone: str
+    price_kes: int
+    session_minutes: int
+    buffer_minutes: int
+    availability_version: int
+
+    @classmethod
+    def of(cls, therapist: Therapist) -> Bookable:
+        user, profile = therapist.user, therapist.profile
+        return cls(
+            id=user.id,
+            full_name=user.full_name,
+            timezone=profile.timezone,
+            price_kes=profile.price_kes,
+            session_minutes=profile.session_minutes,
+            buffer_minutes=profile.buffer_minutes,
+            availability_version=profile.availability_version,
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Bookable:
+        """From a row selected with `models.bookable_columns()` (read by name)."""
+        return cls(**{field.name: row[field.name] for field in fields(cls)})
 
 
 class ProfileIn(RequestModel):
@@ -48,6 +93,24 @@ class ProfileOut(ResponseModel):
     buffer_minutes: int
     timezone: str
     approved: bool
+
+    @classmethod
+    def of(cls, therapist: Therapist) -> ProfileOut:
+        user, profile = therapist.user, therapist.profile
+        return cls(
+            id=user.id,
+            full_name=user.full_name,
+            bio=profile.bio,
+            specialties=therapist.specialties,
+            languages=therapist.languages,
+            years_of_practice=profile.years_of_practice,
+            license_number=profile.license_number,
+            price_kes=profile.price_kes,
+            session_minutes=profile.session_minutes,
+            buffer_minutes=profile.buffer_minutes,
+            timezone=profile.timezone,
+            approved=is_approved(user),
+        )
 
 
 class RuleIn(RequestModel):

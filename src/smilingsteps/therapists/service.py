@@ -5,28 +5,20 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smilingsteps.accounts.models import Role, TherapistStatus
-from smilingsteps.bookings import repository as bookings
+from smilingsteps.accounts.models import Role
 from smilingsteps.config import Settings
 from smilingsteps.platform.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.therapists import repository
 from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, TherapistProfile
-from smilingsteps.therapists.repository import Bookable, Therapist
-from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
-from smilingsteps.therapists.slots import (
-    Busy,
-    DateException,
-    SlotPolicy,
-    WeeklyRule,
-    check_window,
-    compute_slots,
-)
+from smilingsteps.therapists.schemas import AvailabilityIn, Bookable, ExceptionIn, ProfileIn, RuleIn, Therapist
+from smilingsteps.therapists.slots import DateException, SlotPolicy, WeeklyRule
 
 MAX_PAGE = 50
 
@@ -144,20 +136,22 @@ def decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
         ) from None
 
 
+# Decides whether a candidate belongs on the page (say, "has a free slot by Friday").
+Keep = Callable[[Therapist], Awaitable[bool]]
+
+
 async def directory(
     session: AsyncSession,
-    settings: Settings,
     *,
     specialty: str | None,
     language: str | None,
     min_price: int | None,
     max_price: int | None,
-    available_by: date | None,
     cursor: str | None,
     limit: int,
-    now: datetime,
+    keep: Keep | None = None,
 ) -> tuple[list[Therapist], str | None]:
-    """A page of listed therapists, by name; `available_by` keeps those with a free slot from now to that day's end."""
+    """A page of listed therapists by name, each one `keep` accepts (all when None)."""
     if min_price is not None and max_price is not None and min_price > max_price:
         raise ValidationFailedError(
             "min_price is above max_price.",
@@ -165,8 +159,8 @@ async def directory(
         )
     after = decode_cursor(cursor) if cursor else None
     page: list[Therapist] = []
-    # With an availability filter, candidates are checked in batches until the page is full.
-    batch = limit if available_by is None else max(limit * 2, 20)
+    # With a filter, candidates are checked in batches until the page is full.
+    batch = limit if keep is None else max(limit * 2, 20)
     while len(page) < limit:
         candidates = await repository.search(
             session,
@@ -178,7 +172,7 @@ async def directory(
             limit=batch,
         )
         for therapist in candidates:
-            if available_by is None or await _free_by(session, settings, therapist, available_by, now):
+            if keep is None or await keep(therapist):
                 page.append(therapist)
                 if len(page) == limit:
                     break
@@ -189,16 +183,7 @@ async def directory(
     return page, encode_cursor(page[-1])
 
 
-async def _free_by(session: AsyncSession, settings: Settings, therapist: Therapist, day: date, now: datetime) -> bool:
-    schedule = await schedule_for(session, settings, Bookable.of(therapist))
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=schedule.tz)
-    end = min(end.astimezone(now.tzinfo), now + schedule.policy.horizon + timedelta(minutes=1))
-    if end <= now:
-        return False
-    return bool(await _slots(session, schedule, now, end, now))
-
-
-# ---- slots ------------------------------------------------------------------------------------
+# ---- schedules (what booking and slot computation read) --------------------------
 
 
 async def schedule_for(session: AsyncSession, settings: Settings, therapist: Bookable) -> Schedule:
@@ -219,37 +204,3 @@ async def schedule_of(session: AsyncSession, settings: Settings, therapist_id: u
     if therapist is None:
         raise NotFoundError("No such therapist.")
     return await schedule_for(session, settings, therapist)
-
-
-async def _slots(
-    session: AsyncSession, schedule: Schedule, start: datetime, end: datetime, now: datetime
-) -> list[datetime]:
-    busy = await bookings.busy_between(session, schedule.therapist.id, start, end, now=now)
-    return compute_slots(
-        tz=schedule.tz,
-        rules=schedule.rules,
-        exceptions=schedule.exceptions,
-        busy=[Busy(start=b[0], end=b[1]) for b in busy],
-        policy=schedule.policy,
-        window_start=start,
-        window_end=end,
-        now=now,
-    )
-
-
-async def free_slots(
-    session: AsyncSession, settings: Settings, therapist_id: uuid.UUID, start: datetime, end: datetime, *, now: datetime
-) -> tuple[Schedule, list[datetime]]:
-    """Bookable slot starts in [start, end) for a listed therapist; 422 for a reversed or over-long window."""
-    try:
-        check_window(start, end)
-    except ValueError as exc:
-        raise ValidationFailedError(
-            f"Invalid time window: {exc}.", errors=[{"field": "to", "location": "query", "message": str(exc)}]
-        ) from None
-    schedule = await schedule_of(session, settings, therapist_id)
-    return schedule, await _slots(session, schedule, start, end, now)
-
-
-def is_listed_status(role: str, therapist_status: str | None) -> bool:
-    return role == Role.THERAPIST.value and therapist_status == TherapistStatus.APPROVED.value
