@@ -1,28 +1,23 @@
 """Authentication: argon2 cost, login latency end to end, and what cookie authentication adds per request.
 
-Three parts, each measured against a baseline in the same run (the machine is shared and noisy):
+Measures three parts, each against a baseline in the same run (the machine is shared and noisy):
 
 * ``argon2`` - CPU (process time, user/sys split, page faults) and wall time of one hash and one
   verify with the production parameters (the ``Settings`` defaults) and a few alternatives,
   interleaved, in this process. A login costs one verify.
-* ``login``  - a real server (its own process, free ``127.0.0.1`` port, uvicorn with the health
-  benchmark's settings on the production server class): register, then N sequential
-  ``POST /api/v1/auth/login`` of each kind - right password, wrong password for an existing email,
-  an email with no account - interleaved. Latency at the client and the server's CPU per login
-  (all its threads, ``/proc/<pid>/task/*/schedstat``). Wrong-password and no-account must cost the
-  same: that is the "no account enumeration by timing" property. A side check times
-  ``POST /auth/password-reset/request`` for an existing and a missing account the same way.
-* ``cookie`` - the full app (``create_app``: every middleware, JSON access log, rate limiting with
-  quotas that never deny) plus routes this script adds (never the package):
-  ``GET /api/v1/_bench/anon`` (a constant), ``GET /api/v1/_bench/whoami`` (``CurrentUser``) and, as a
-  what-if, ``GET /api/v1/_bench/whoami-async`` (the same ``authenticate()`` behind an ``async def``
-  dependency). Four variants: anon without a cookie, and anon, whoami, whoami-async with the three
-  session cookies. whoami - anon (both with the cookie) is the cost of authenticating on top of the
-  middleware stack. Measured (a) in process, by direct ASGI calls in interleaved batches (wall and
-  CPU), and (b) over loopback HTTP with ``wrk`` (server pinned to one core, wrk to the other;
-  1e6/rps and the server's own CPU per request, which other load on the machine does not inflate),
-  or sequential http.client requests when wrk is missing. Plus micro-costs (``decode_access`` and
-  PyJWT's parts, ``authenticate()``, the rate limiter's identity, one threadpool hop).
+* ``login``  - a real server (its own process, production server class): register, then N
+  sequential ``POST /api/v1/auth/login`` of each kind - right password, wrong password for an
+  existing email, an email with no account - interleaved. Latency at the client and the server's
+  CPU per login (all its threads). Wrong-password and no-account must cost the same: no account
+  enumeration by timing. A side check times ``POST /auth/password-reset/request`` the same way.
+* ``cookie`` - the full app (every middleware, JSON access log, rate limiting with quotas that never
+  deny) plus routes this script adds (never the package): ``GET /api/v1/_bench/anon`` (a constant),
+  ``GET /api/v1/_bench/whoami`` (``CurrentUser``) and, as a what-if, ``GET /api/v1/_bench/whoami-async``
+  (the same ``authenticate()`` behind one ``async def`` dependency). Four variants: anon without a
+  cookie, and anon, whoami, whoami-async with the three session cookies. whoami - anon is the cost of
+  authenticating on top of the middleware stack. Measured in process (direct ASGI calls in
+  interleaved batches, wall and CPU) and over loopback HTTP with ``wrk`` (1e6/rps and the server's
+  own CPU per request; sequential http.client requests when wrk is missing), plus micro-costs.
 
 Usage (from the repository root; bench/README.md has the details)::
 
@@ -31,35 +26,24 @@ Usage (from the repository root; bench/README.md has the details)::
     .tools/bin/uv run --frozen python bench/auth_cost.py --serve login --port 8001 --workdir /tmp/x
 
 Results: ``bench/results/auth_cost.json`` (a partial run replaces only its parts).
-
-smilingsteps ships no ``py.typed`` marker, so its imports here carry
-``type: ignore[import-untyped, unused-ignore]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import datetime as dt
+import contextlib
 import functools
 import hashlib
-import http.client
 import json
 import math
 import os
-import random
-import re
 import resource
-import secrets
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import timeit
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,15 +51,14 @@ from typing import Annotated, Any
 # At module level: FastAPI resolves the bench routes' (string) annotations from these globals.
 from fastapi import Depends, Request
 
-import health_overhead as common  # bench/health_overhead.py: uvicorn settings, wrk parsing, machine facts
+import harness
+import profiling
 from smilingsteps.accounts.auth import (  # type: ignore[import-untyped, unused-ignore]
     CurrentUser,
     Principal,
-    auth_kit,
     authenticate,
 )
 
-HOST = common.HOST  # loopback only, always
 API = "/api/v1"
 REGISTER_PATH = f"{API}/auth/register"
 LOGIN_PATH = f"{API}/auth/login"
@@ -86,7 +69,6 @@ WHOAMI_ASYNC_PATH = f"{API}/_bench/whoami-async"
 LOGIN_KINDS = ("correct", "wrong-password", "no-account")
 LOGIN_CPU_TARGET_MS = (50.0, 250.0)
 COOKIE_TARGET_US = 100.0
-NEVER_DENY = "100000000/400000d"  # GCRA never denies this (see ratelimit_throughput.py)
 # Passes the password policy: long, not common, without the name or the email's local part.
 PASSWORD = "tangerine orbit lantern 4127"
 WRONG_PASSWORD = "tangerine orbit lantern 4128"
@@ -99,38 +81,23 @@ ALTERNATIVES: list[tuple[str, int, int, int]] = [
     ("RFC 9106 option 2: m=64 MiB, t=3, p=4", 3, 65536, 4),
     ("m=128 MiB, t=3", 3, 131072, 1),
 ]
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
-DEFAULT_OUT = RESULTS_DIR / "auth_cost.json"
+PARTS = ("argon2", "login", "cookie")
+SOURCE_FILES = (
+    "accounts/auth.py",
+    "accounts/tokens.py",
+    "accounts/passwords.py",
+    "accounts/service.py",
+    "app.py",
+    "platform/ratelimit/middleware.py",
+)
 
 
-# --------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------
-
-
-def summary(values: list[float], digits: int = 2) -> dict[str, float]:
-    ordered = sorted(values)
-    p95 = statistics.quantiles(ordered, n=20, method="inclusive")[18] if len(ordered) > 1 else ordered[0]
-    return {
-        "n": len(ordered),
-        "median": round(statistics.median(ordered), digits),
-        "p95": round(p95, digits),
-        "mean": round(statistics.fmean(ordered), digits),
-        "stdev": round(statistics.stdev(ordered), digits) if len(ordered) > 1 else 0.0,
-        "min": round(ordered[0], digits),
-        "max": round(ordered[-1], digits),
-    }
-
-
-def median_diff_ci(a: list[float], b: list[float], iterations: int = 4000) -> tuple[float, float]:
-    """Bootstrap 95 % interval of median(a) - median(b) (fixed seed: the same data gives the same interval)."""
-    rng = random.Random(20261124)
-    diffs = sorted(
-        statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
-        for _ in range(iterations)
-    )
-    return diffs[int(0.025 * iterations)], diffs[int(0.975 * iterations) - 1]
+@dataclass
+class Options(harness.Load):
+    runs: int = 30
+    logins: int = 40
+    batch: int = 4000
+    repeats: int = 9
 
 
 # --------------------------------------------------------------------------
@@ -138,33 +105,31 @@ def median_diff_ci(a: list[float], b: list[float], iterations: int = 4000) -> tu
 # --------------------------------------------------------------------------
 
 
-def bench_settings(kind: str, workdir: Path) -> Any:
-    """`login`: rate limiting off, failure limits raised. `cookie`: the production stack, quotas that never deny."""
-    from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
+def build_app(kind: str, workdir: Path) -> Any:
+    """The full app on a migrated SQLite file, JSON logs to a file, the bench routes. `login`: rate
+    limiting off, failure limits raised. `cookie`: the production stack, quotas that never deny."""
+    from smilingsteps.platform import migrate  # type: ignore[import-untyped, unused-ignore]
 
-    fields: dict[str, Any] = {
-        "APP_ENV": "test",
-        "DATABASE_URL": f"sqlite+aiosqlite:///{(workdir / f'{kind}.db').as_posix()}",
-        "SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "info",
-        "LOG_DIR": None,
-        # The run is far shorter; this only keeps a slow run from meeting an expired token.
-        "ACCESS_TOKEN_TTL_MINUTES": 60,
-        "SESSION_IDLE_TIMEOUT_MINUTES": 60,
-    }
-    if kind == "login":
-        fields.update(RATE_LIMITS_ENABLED=False, LOGIN_MAX_FAILURES=100, LOGIN_IP_MAX_FAILURES=10000)
-    else:
-        fields.update(RATE_LIMITS_ENABLED=True, RATE_LIMIT_API=NEVER_DENY, RATE_LIMIT_AUTH=NEVER_DENY)
-    return Settings(**fields)
+    fields: dict[str, Any] = (
+        {"RATE_LIMITS_ENABLED": False, "LOGIN_MAX_FAILURES": 100, "LOGIN_IP_MAX_FAILURES": 10000}
+        if kind == "login"
+        else {"RATE_LIMITS_ENABLED": True, "RATE_LIMIT_API": harness.NEVER_DENY, "RATE_LIMIT_AUTH": harness.NEVER_DENY}
+    )
+    # The run is far shorter; the TTLs only keep a slow run from meeting an expired token.
+    settings = harness.sqlite_settings(
+        workdir / f"{kind}.db", ACCESS_TOKEN_TTL_MINUTES=60, SESSION_IDLE_TIMEOUT_MINUTES=60, **fields
+    )
+    migrate.upgrade(settings.database_url)  # runs its own event loop: call it outside one
+    app = harness.logged_app(settings, workdir / f"{kind}-app.log")
+    add_bench_routes(app)
+    return app
 
 
 async def current_user_async(request: Request) -> Principal:
-    """Comparison: `authenticate()` in one dependency, `auth_kit` called inline instead of being a
+    """Comparison: `authenticate()` in one dependency, the kit read inline instead of through a
     dependency of its own. (Before the dependencies were made `async def`, this was the what-if that
     showed their threadpool hops; now it shows what the remaining dependency plumbing costs.)"""
-    return authenticate(request, await auth_kit(request))
+    return authenticate(request, harness.auth_kit(request.app))
 
 
 AsyncUser = Annotated[Principal, Depends(current_user_async)]
@@ -194,172 +159,27 @@ def add_bench_routes(app: Any) -> None:
     app.include_router(router)
 
 
-def build_app(kind: str, workdir: Path) -> Any:
-    """Migrated SQLite database, JSON logs to a file (an access-log line per request), the full app."""
-    from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform import migrate  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
+def running_server(kind: str, workdir: Path, options: Options) -> Any:
+    def start(name: str) -> harness.Server:
+        return harness.start_server(__file__, [name], name, workdir, options.taskset(options.server_cpu))
 
-    settings = bench_settings(kind, workdir)
-    migrate.upgrade(settings.database_url)  # runs its own event loop: call it outside one
-    configure_logging(settings, stream=(workdir / f"{kind}-app.log").open("a", encoding="utf-8"))
-    app = create_app(settings)
-    add_bench_routes(app)
-    return app
+    return harness.running_servers(start, [kind], timeout=60.0)
 
 
-def serve(kind: str, port: int, workdir: Path) -> None:
-    """Run one server in this process until SIGTERM (production server class: gc.freeze after start-up)."""
-    import uvicorn
-
-    from smilingsteps.platform.server import DrainingServer  # type: ignore[import-untyped, unused-ignore]
-
-    app = build_app(kind, workdir)
-    config = uvicorn.Config(app, host=HOST, port=port, **common.UVICORN_SETTINGS)
-    DrainingServer(config, drain=lambda: None, delay=0).run()
-
-
-@dataclass
-class Server:
-    kind: str
-    port: int
-    process: subprocess.Popen[bytes]
-    output: Path
-
-    @property
-    def label(self) -> str:
-        return self.kind
-
-
-@dataclass
-class Options:
-    runs: int = 30
-    logins: int = 40
-    batch: int = 4000
-    repeats: int = 9
-    duration: int = 6
-    warmup: int = 2
-    rounds: int = 5
-    connections: int = 32
-    server_cpu: int = 0
-    client_cpu: int = 1
-    pinned: bool = True
-    tmp_root: str | None = None
-
-
-def pin(cpu: int, options: Options) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if options.pinned and shutil.which("taskset") else []
-
-
-@contextmanager
-def running_server(kind: str, workdir: Path, options: Options) -> Iterator[Server]:
-    port = common.free_port()
-    output = workdir / f"{kind}-server.out"
-    command = [
-        *pin(options.server_cpu, options),
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve",
-        kind,
-        "--port",
-        str(port),
-        "--workdir",
-        str(workdir),
-    ]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=common.child_env())
-    server = Server(kind, port, process, output)
-    try:
-        common.wait_ready(server, timeout=60.0)
-        yield server
-    finally:
-        common.stop_server(server)
-
-
-@contextmanager
-def affinity(cpu: int, options: Options) -> Iterator[None]:
-    """Run this process on one CPU for a while (the client on the other core, or in-process timing)."""
-    before = os.sched_getaffinity(0)
-    if options.pinned:
-        os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-def server_cpu_ns(pid: int) -> int:
-    """CPU time of every thread of `pid` so far (ns): the event loop, argon2's worker, aiosqlite's."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that just ended
-    return total
-
-
-def server_threads(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/task").iterdir()))
-
-
-# --------------------------------------------------------------------------
-# HTTP client helpers (loopback, keep-alive)
-# --------------------------------------------------------------------------
-
-
-class Client:
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.connection = http.client.HTTPConnection(HOST, port, timeout=30)
-
-    def request(
-        self, method: str, path: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        payload = json.dumps(body).encode() if body is not None else None
-        all_headers = {"Content-Type": "application/json"} if payload is not None else {}
-        all_headers.update(headers or {})
-        for attempt in (1, 2):
-            try:
-                self.connection.request(method, path, body=payload, headers=all_headers)
-                response = self.connection.getresponse()
-                return response.status, response.getheaders(), response.read()
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                self.connection.close()
-                self.connection = http.client.HTTPConnection(HOST, self.port, timeout=30)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-def register(client: Client, email: str) -> None:
-    status, _, body = client.request(
-        "POST",
-        REGISTER_PATH,
-        {"email": email, "password": PASSWORD, "full_name": "Bench Person", "phone": "0712345678"},
-    )
+def register(client: harness.Client, email: str) -> None:
+    body = {"email": email, "password": PASSWORD, "full_name": "Bench Person", "phone": "0712345678"}
+    status, _, answer = client.request("POST", REGISTER_PATH, body)
     if status != 201:
-        raise RuntimeError(f"register {email}: {status} {body[:300]!r}")
+        raise RuntimeError(f"register {email}: {status} {answer[:300]!r}")
 
 
-def login_cookies(client: Client, email: str) -> dict[str, str]:
+def login_cookie(client: harness.Client, email: str) -> str:
+    """All three session cookies, as a browser sends them to a same-site GET."""
     status, headers, body = client.request("POST", LOGIN_PATH, {"email": email, "password": PASSWORD})
     if status != 200:
         raise RuntimeError(f"login {email}: {status} {body[:300]!r}")
-    cookies: dict[str, str] = {}
-    for name, value in headers:
-        if name.lower() == "set-cookie":
-            key, _, rest = value.partition("=")
-            cookies[key] = rest.split(";", 1)[0]
-    return cookies
-
-
-def cookie_header(cookies: dict[str, str]) -> str:
-    """All three session cookies, as a browser sends them to a same-site GET."""
-    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+    cookies = [value.split(";", 1)[0] for name, value in headers if name.lower() == "set-cookie"]
+    return "; ".join(cookies)
 
 
 # --------------------------------------------------------------------------
@@ -376,15 +196,11 @@ class Usage:
     minflt: int
 
 
-def _usage() -> tuple[float, float, resource.struct_rusage]:
-    return time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
-
-
 def measured(func: Callable[[], object]) -> Usage:
     """Wall and CPU of one call; CPU is the whole process, so argon2's own threads (p > 1) count."""
-    wall0, cpu0, ru0 = _usage()
+    wall0, cpu0, ru0 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     func()
-    wall1, cpu1, ru1 = _usage()
+    wall1, cpu1, ru1 = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
     return Usage(
         wall=wall1 - wall0,
         cpu=cpu1 - cpu0,
@@ -394,79 +210,56 @@ def measured(func: Callable[[], object]) -> Usage:
     )
 
 
-def _usage_summary(samples: list[Usage]) -> dict[str, Any]:
-    return {
-        "cpu_ms": summary([s.cpu * 1e3 for s in samples], 1),
-        "wall_ms": summary([s.wall * 1e3 for s in samples], 1),
-        "user_ms_median": round(statistics.median(s.user * 1e3 for s in samples), 1),
-        "sys_ms_median": round(statistics.median(s.sys * 1e3 for s in samples), 1),
-        "minor_page_faults_median": int(statistics.median(s.minflt for s in samples)),
-    }
-
-
 def argon2_part(options: Options) -> dict[str, Any]:
-    from smilingsteps.accounts.passwords import (  # type: ignore[import-untyped, unused-ignore]
-        HashParameters,
-        PasswordHasher,
-    )
+    from smilingsteps.accounts.passwords import HashParameters, PasswordHasher  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
 
     fields = Settings.model_fields  # the code's defaults, whatever this shell's environment says
     default = (
         "production default",
-        fields["ARGON2_TIME_COST"].default,
-        fields["ARGON2_MEMORY_KIB"].default,
-        fields["ARGON2_PARALLELISM"].default,
+        *(fields[f"ARGON2_{name}"].default for name in ("TIME_COST", "MEMORY_KIB", "PARALLELISM")),
     )
     sets = [default, *(alt for alt in ALTERNATIVES if alt[1:] != default[1:])]
     hashers = {label: PasswordHasher(HashParameters(t, m, p)) for label, t, m, p in sets}
     stored = {label: hasher.hash_sync(PASSWORD) for label, hasher in hashers.items()}
-    ops: list[tuple[str, str, Callable[[], object]]] = []
+    ops: dict[tuple[str, str], Callable[[], object]] = {}
     for label, hasher in hashers.items():
-        ops.append((label, "hash", functools.partial(hasher.hash_sync, PASSWORD)))
-        ops.append((label, "verify", functools.partial(hasher._verify, stored[label], PASSWORD)))
+        ops[(label, "hash")] = functools.partial(hasher.hash_sync, PASSWORD)
+        ops[(label, "verify")] = functools.partial(hasher._verify, stored[label], PASSWORD)
     # Login's other two outcomes, with the production parameters: a wrong password, and no account
     # (the dummy hash). Verify must cost the same whatever the outcome.
     prod = hashers[default[0]]
-    ops.append(
-        (default[0], "verify, wrong password", functools.partial(prod._verify, stored[default[0]], WRONG_PASSWORD))
+    ops[(default[0], "verify, wrong password")] = functools.partial(prod._verify, stored[default[0]], WRONG_PASSWORD)
+    ops[(default[0], "verify, no account (dummy hash)")] = functools.partial(prod._verify, None, PASSWORD)
+    # One warm-up call each (first-touch of the allocator's pages, code paths), then interleaved runs.
+    samples = harness.interleaved(
+        {key: functools.partial(measured, func) for key, func in ops.items()}, options.runs, 1, progress="argon2"
     )
-    ops.append((default[0], "verify, no account (dummy hash)", functools.partial(prod._verify, None, PASSWORD)))
-    for _, _, func in ops:
-        func()  # warm-up: first-touch of the allocator's pages, code paths
-    samples: dict[tuple[str, str], list[Usage]] = {(label, op): [] for label, op, _ in ops}
-    for run in range(options.runs):
-        shift = run % len(ops)
-        for label, op, func in ops[shift:] + ops[:shift]:
-            samples[(label, op)].append(measured(func))
-        if (run + 1) % 10 == 0:
-            print(f"argon2: {run + 1}/{options.runs} runs", flush=True)
     low, high = LOGIN_CPU_TARGET_MS
     rows: list[dict[str, Any]] = []
     for label, t, m, p in sets:
         for op in ("hash", "verify", "verify, wrong password", "verify, no account (dummy hash)"):
             if (label, op) not in samples:
                 continue
+            mine = samples[(label, op)]
             row = {
                 "parameters": label,
                 "time_cost": t,
                 "memory_kib": m,
                 "parallelism": p,
                 "operation": op,
-                **_usage_summary(samples[(label, op)]),
+                "cpu_ms": harness.summary([s.cpu * 1e3 for s in mine], 1),
+                "wall_ms": harness.summary([s.wall * 1e3 for s in mine], 1),
+                "user_ms_median": round(statistics.median(s.user * 1e3 for s in mine), 1),
+                "sys_ms_median": round(statistics.median(s.sys * 1e3 for s in mine), 1),
+                "minor_page_faults_median": int(statistics.median(s.minflt for s in mine)),
             }
             if op == "verify":
-                cpu = row["cpu_ms"]["median"]
-                row["login_cpu_in_target"] = low <= cpu <= high
+                row["login_cpu_in_target"] = low <= row["cpu_ms"]["median"] <= high
             rows.append(row)
     verify_default = next(r for r in rows if r["parameters"] == default[0] and r["operation"] == "verify")
-    in_range = [
-        r["parameters"]
-        for r in rows
-        if r["operation"] == "verify" and r["login_cpu_in_target"] and r["parallelism"] == 1
-    ]
     return {
-        "generated_at": now_iso(),
+        "generated_at": harness.now_iso(),
         "method": f"{options.runs} interleaved runs of each operation in this process (not pinned), after one "
         "warm-up call each; CPU = time.process_time() (all threads), user/sys/faults = getrusage(RUSAGE_SELF); "
         "a login costs one verify",
@@ -476,7 +269,11 @@ def argon2_part(options: Options) -> dict[str, Any]:
         "default_login_cpu_ms_median": verify_default["cpu_ms"]["median"],
         "default_login_cpu_ms_p95": verify_default["cpu_ms"]["p95"],
         "default_in_target": verify_default["login_cpu_in_target"],
-        "parallelism_1_sets_in_target": in_range,
+        "parallelism_1_sets_in_target": [
+            r["parameters"]
+            for r in rows
+            if r["operation"] == "verify" and r["login_cpu_in_target"] and r["parallelism"] == 1
+        ],
     }
 
 
@@ -487,10 +284,9 @@ def print_argon2(result: dict[str, Any]) -> None:
             f"{row['parameters']:<40}{row['operation']:<33}{row['cpu_ms']['median']:>8.1f}{row['cpu_ms']['p95']:>8.1f}"
             f"{row['wall_ms']['median']:>9.1f}{row['sys_ms_median']:>8.1f}{row['minor_page_faults_median']:>8}"
         )
-    verdict = "MET" if result["default_in_target"] else "NOT MET"
     low, high = result["target_login_cpu_ms"]
     print(f"login (one verify) with the defaults: {result['default_login_cpu_ms_median']:.1f} ms CPU ")
-    print(f"target {low:.0f}-{high:.0f} ms CPU per login: {verdict}")
+    print(f"target {low:.0f}-{high:.0f} ms CPU per login: {'MET' if result['default_in_target'] else 'NOT MET'}")
 
 
 # --------------------------------------------------------------------------
@@ -503,27 +299,26 @@ def login_part(options: Options, workdir: Path) -> dict[str, Any]:
     right = "bench-right@example.com"
     wrong = [f"bench-wrong-{i}@example.com" for i in range(emails_needed)]
     nobody = [f"bench-nobody-{i}@example.com" for i in range(emails_needed)]
-    with running_server("login", workdir, options) as server, affinity(options.client_cpu, options):
-        client = Client(server.port)
+    with running_server("login", workdir, options) as servers, options.this_process_on(options.client_cpu):
+        server = servers["login"]
+        client = harness.Client(server.port)
         for email in (right, *wrong):
             register(client, email)
         counters = dict.fromkeys(LOGIN_KINDS, 0)
 
         def attempt(kind: str) -> tuple[int, bytes, float, float]:
-            index = counters[kind]
+            index = counters[kind] // ATTEMPTS_PER_EMAIL
             counters[kind] += 1
-            if kind == "correct":
-                body = {"email": right, "password": PASSWORD}
-            elif kind == "wrong-password":
-                body = {"email": wrong[index // ATTEMPTS_PER_EMAIL], "password": WRONG_PASSWORD}
-            else:
-                body = {"email": nobody[index // ATTEMPTS_PER_EMAIL], "password": PASSWORD}
-            cpu0 = server_cpu_ns(server.process.pid)
+            email, password = {
+                "correct": (right, PASSWORD),
+                "wrong-password": (wrong[index], WRONG_PASSWORD),
+                "no-account": (nobody[index], PASSWORD),
+            }[kind]
+            cpu0 = harness.threads_cpu_ns(server.pid)
             started = time.perf_counter()
-            status, _, payload = client.request("POST", LOGIN_PATH, body)
+            status, _, payload = client.request("POST", LOGIN_PATH, {"email": email, "password": password})
             elapsed = time.perf_counter() - started
-            cpu = (server_cpu_ns(server.process.pid) - cpu0) / 1e6
-            return status, payload, elapsed * 1e3, cpu
+            return status, payload, elapsed * 1e3, (harness.threads_cpu_ns(server.pid) - cpu0) / 1e6
 
         for _ in range(3):  # warm-up (counted in the failure limits, not in the results)
             for kind in LOGIN_KINDS:
@@ -532,28 +327,22 @@ def login_part(options: Options, workdir: Path) -> dict[str, Any]:
         cpu: dict[str, list[float]] = {kind: [] for kind in LOGIN_KINDS}
         statuses: dict[str, dict[str, int]] = {kind: {} for kind in LOGIN_KINDS}
         bodies: dict[str, Any] = {}
-        for i in range(options.logins):
-            shift = i % len(LOGIN_KINDS)
-            for kind in LOGIN_KINDS[shift:] + LOGIN_KINDS[:shift]:
-                status, payload, ms, cpu_ms = attempt(kind)
-                latency[kind].append(ms)
-                cpu[kind].append(cpu_ms)
-                statuses[kind][str(status)] = statuses[kind].get(str(status), 0) + 1
-                bodies.setdefault(kind, payload)
+        for _, kind in harness.rounds(LOGIN_KINDS, options.logins):
+            status, payload, ms, cpu_ms = attempt(kind)
+            latency[kind].append(ms)
+            cpu[kind].append(cpu_ms)
+            statuses[kind][str(status)] = statuses[kind].get(str(status), 0) + 1
+            bodies.setdefault(kind, payload)
         reset = reset_request_timing(client, wrong[0], nobody[0], options.logins)
         client.close()
-        threads = server_threads(server.process.pid)
+        threads = len(list(Path(f"/proc/{server.pid}/task").iterdir()))
     expected = {"correct": "200", "wrong-password": "401", "no-account": "401"}
     for kind, seen in statuses.items():
         if set(seen) != {expected[kind]}:
             raise RuntimeError(f"login {kind}: statuses {seen}, expected only {expected[kind]}")
     failure_bodies = {kind: _without_request_ids(json.loads(bodies[kind])) for kind in ("wrong-password", "no-account")}
-    medians = {kind: statistics.median(values) for kind, values in latency.items()}
-    low, high = median_diff_ci(latency["wrong-password"], latency["no-account"])
-    cpu_medians = {kind: statistics.median(values) for kind, values in cpu.items()}
-    cpu_low, cpu_high = median_diff_ci(cpu["wrong-password"], cpu["no-account"])
     return {
-        "generated_at": now_iso(),
+        "generated_at": harness.now_iso(),
         "method": f"one server process (settings 'login': APP_ENV=test, SQLite on tmpfs, RATE_LIMITS_ENABLED=false, "
         f"LOGIN_MAX_FAILURES=100, LOGIN_IP_MAX_FAILURES=10000, argon2 defaults) pinned to CPU {options.server_cpu}; "
         f"client: http.client keep-alive on CPU {options.client_cpu}; {options.logins} logins of each kind, "
@@ -561,19 +350,13 @@ def login_part(options: Options, workdir: Path) -> dict[str, Any]:
         f"sum over its threads of /proc/<pid>/task/*/schedstat around each request; at most {ATTEMPTS_PER_EMAIL} "
         "failures per email",
         "statuses": statuses,
-        "latency_ms": {kind: summary(values) for kind, values in latency.items()},
-        "server_cpu_ms": {kind: summary(values) for kind, values in cpu.items()},
-        "wrong_minus_no_account_ms": {
-            "median_difference": round(medians["wrong-password"] - medians["no-account"], 2),
-            "bootstrap_95pct_interval": [round(low, 2), round(high, 2)],
-            "ratio": round(medians["wrong-password"] / medians["no-account"], 4),
-        },
-        "wrong_minus_no_account_server_cpu_ms": {
-            "median_difference": round(cpu_medians["wrong-password"] - cpu_medians["no-account"], 2),
-            "bootstrap_95pct_interval": [round(cpu_low, 2), round(cpu_high, 2)],
-            "ratio": round(cpu_medians["wrong-password"] / cpu_medians["no-account"], 4),
-        },
-        "correct_minus_wrong_ms": round(medians["correct"] - medians["wrong-password"], 2),
+        "latency_ms": {kind: harness.summary(values) for kind, values in latency.items()},
+        "server_cpu_ms": {kind: harness.summary(values) for kind, values in cpu.items()},
+        "wrong_minus_no_account_ms": harness.median_difference(latency["wrong-password"], latency["no-account"]),
+        "wrong_minus_no_account_server_cpu_ms": harness.median_difference(cpu["wrong-password"], cpu["no-account"]),
+        "correct_minus_wrong_ms": round(
+            statistics.median(latency["correct"]) - statistics.median(latency["wrong-password"]), 2
+        ),
         "failure_bodies_identical_apart_from_request_ids": failure_bodies["wrong-password"]
         == failure_bodies["no-account"],
         "failure_body": failure_bodies["no-account"],
@@ -582,21 +365,20 @@ def login_part(options: Options, workdir: Path) -> dict[str, Any]:
     }
 
 
-def reset_request_timing(client: Client, existing: str, missing: str, count: int) -> dict[str, Any]:
+def reset_request_timing(client: harness.Client, existing: str, missing: str, count: int) -> dict[str, Any]:
     """Side check: POST /auth/password-reset/request for an existing and a missing account, interleaved."""
     latency: dict[str, list[float]] = {"existing": [], "no-account": []}
     statuses: dict[str, set[int]] = {"existing": set(), "no-account": set()}
-    for i in range(count + 3):
-        for kind in ("existing", "no-account") if i % 2 == 0 else ("no-account", "existing"):
-            started = time.perf_counter()
-            status, _, _ = client.request("POST", RESET_PATH, {"email": existing if kind == "existing" else missing})
-            if i >= 3:  # the first three of each are the warm-up
-                latency[kind].append((time.perf_counter() - started) * 1e3)
-            statuses[kind].add(status)
-    low, high = median_diff_ci(latency["existing"], latency["no-account"])
+    for rnd, kind in harness.rounds(("existing", "no-account"), count + 3):
+        started = time.perf_counter()
+        status, _, _ = client.request("POST", RESET_PATH, {"email": existing if kind == "existing" else missing})
+        if rnd > 3:  # the first three of each are the warm-up
+            latency[kind].append((time.perf_counter() - started) * 1e3)
+        statuses[kind].add(status)
+    low, high = harness.median_diff_ci(latency["existing"], latency["no-account"])
     return {
         "statuses": {kind: sorted(seen) for kind, seen in statuses.items()},
-        "latency_ms": {kind: summary(values) for kind, values in latency.items()},
+        "latency_ms": {kind: harness.summary(values) for kind, values in latency.items()},
         "existing_minus_no_account_ms": round(
             statistics.median(latency["existing"]) - statistics.median(latency["no-account"]), 2
         ),
@@ -615,18 +397,14 @@ def print_login(result: dict[str, Any]) -> None:
         print(
             f"{kind:<16}{lat['median']:>10.1f}{lat['p95']:>8.1f}{lat['min']:>8.1f}{lat['max']:>8.1f}{cpu['median']:>15.1f}"
         )
-    diff = result["wrong_minus_no_account_ms"]
-    low, high = diff["bootstrap_95pct_interval"]
-    print(
-        f"wrong-password - no-account: {diff['median_difference']:+.2f} ms (95 % interval {low:+.2f} .. {high:+.2f}), "
-        f"ratio {diff['ratio']:.3f}; bodies identical: {result['failure_bodies_identical_apart_from_request_ids']}"
-    )
-    diff = result["wrong_minus_no_account_server_cpu_ms"]
-    low, high = diff["bootstrap_95pct_interval"]
-    print(
-        f"server CPU, wrong-password - no-account: {diff['median_difference']:+.2f} ms "
-        f"(95 % interval {low:+.2f} .. {high:+.2f}), ratio {diff['ratio']:.3f}"
-    )
+    for label, key in (("", "wrong_minus_no_account_ms"), ("server CPU, ", "wrong_minus_no_account_server_cpu_ms")):
+        diff = result[key]
+        low, high = diff["bootstrap_95pct_interval"]
+        print(
+            f"{label}wrong-password - no-account: {diff['median_difference']:+.2f} ms "
+            f"(95 % interval {low:+.2f} .. {high:+.2f}), ratio {diff['ratio']:.3f}"
+        )
+    print(f"failure bodies identical: {result['failure_bodies_identical_apart_from_request_ids']}")
     reset = result["password_reset_request"]
     low, high = reset["bootstrap_95pct_interval"]
     print(
@@ -641,52 +419,20 @@ def print_login(result: dict[str, Any]) -> None:
 # Part 3: cookie authentication cost
 # --------------------------------------------------------------------------
 
-
-def asgi_scope(path: str, cookie: str | None) -> dict[str, Any]:
-    """What uvicorn's httptools protocol hands the app for wrk's GET with the cookie."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "server": (HOST, 8000),
-        "client": (HOST, 50000),
-        "scheme": "http",
-        "method": "GET",
-        "root_path": "",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"host", f"{HOST}:8000".encode()), *([(b"cookie", cookie.encode())] if cookie else [])],
-        "state": {},
-    }
-
-
-async def direct(app: Any, template: dict[str, Any], count: int, expect: bytes) -> tuple[float, float]:
-    """(wall µs, CPU µs) per request for `count` direct ASGI calls, a loop turn after each (as in the server)."""
-    statuses: list[int] = []
-    bodies: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-        elif message["type"] == "http.response.body" and len(bodies) < 1:
-            bodies.append(message.get("body", b""))
-
-    cpu0 = time.process_time()
-    started = time.perf_counter()
-    for _ in range(count):
-        scope = dict(template)
-        scope["state"] = {}
-        await app(scope, receive, send)
-        await asyncio.sleep(0)  # the buffered access-log line is written on the next loop turn
-    wall = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
-    if any(status != 200 for status in statuses) or expect not in bodies[0]:
-        raise RuntimeError(f"{template['path']}: statuses {set(statuses)}, body {bodies[:1]!r}")
-    return wall / count * 1e6, cpu / count * 1e6
+# Variants of the cookie part: (path, sends the session cookies).
+VARIANTS: dict[str, tuple[str, bool]] = {
+    "anon-nocookie": (ANON_PATH, False),
+    "anon": (ANON_PATH, True),
+    "whoami": (WHOAMI_PATH, True),
+    "whoami-async": (WHOAMI_ASYNC_PATH, True),
+}
+# (variant, baseline, what the difference is)
+COMPARISONS: list[tuple[str, str, str]] = [
+    ("whoami", "anon", "CurrentUser on top of the stack, both with the cookie (the target)"),
+    ("whoami-async", "anon", "what-if: the same check behind an async def dependency (no threadpool hops)"),
+    ("anon", "anon-nocookie", "the cookie on a route that does not authenticate (rate-limit identity, parsing)"),
+    ("whoami", "anon-nocookie", "the cookie + CurrentUser against a request without a cookie"),
+]
 
 
 def _noop() -> None:
@@ -729,22 +475,6 @@ def _hs256(token: str, key: bytes) -> Any:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-# Variants of the cookie part: (path, sends the session cookies).
-VARIANTS: dict[str, tuple[str, bool]] = {
-    "anon-nocookie": (ANON_PATH, False),
-    "anon": (ANON_PATH, True),
-    "whoami": (WHOAMI_PATH, True),
-    "whoami-async": (WHOAMI_ASYNC_PATH, True),
-}
-# (variant, baseline, what the difference is)
-COMPARISONS: list[tuple[str, str, str]] = [
-    ("whoami", "anon", "CurrentUser on top of the stack, both with the cookie (the target)"),
-    ("whoami-async", "anon", "what-if: the same check behind an async def dependency (no threadpool hops)"),
-    ("anon", "anon-nocookie", "the cookie on a route that does not authenticate (rate-limit identity, parsing)"),
-    ("whoami", "anon-nocookie", "the cookie + CurrentUser against a request without a cookie"),
-]
-
-
 def rate_limit_identify(app: Any) -> Callable[[dict[str, Any]], object] | None:
     """The `identify` callable create_app gave RateLimitMiddleware, if any (it decodes the access token)."""
     for entry in app.user_middleware:
@@ -752,6 +482,10 @@ def rate_limit_identify(app: Any) -> Callable[[dict[str, Any]], object] | None:
             identify: Callable[[dict[str, Any]], object] | None = entry.kwargs.get("identify")
             return identify
     return None
+
+
+def scope_for(path: str, cookie: str | None) -> dict[str, Any]:
+    return profiling.asgi_scope(path, [(b"cookie", cookie.encode())] if cookie else [])
 
 
 def micro_costs(app: Any, token: str, cookie: str, number: int = 20_000) -> list[dict[str, Any]]:
@@ -763,18 +497,14 @@ def micro_costs(app: Any, token: str, cookie: str, number: int = 20_000) -> list
 
     from smilingsteps.accounts import tokens  # type: ignore[import-untyped, unused-ignore]
 
-    kit = app.state.auth
+    kit = harness.auth_kit(app)
     codec = kit.codec
-    now = app.state.runtime.now()
-    template = asgi_scope(WHOAMI_PATH, cookie)
-    template["app"] = app
+    runtime = harness.app_runtime(app)
+    now = runtime.now()
+    template = {**scope_for(WHOAMI_PATH, cookie), "app": app}
 
     def fresh() -> dict[str, Any]:
         return {**template, "state": {}}
-
-    def best(func: Callable[[], object]) -> float:
-        func()
-        return min(timeit.repeat(func, number=number, repeat=5)) / number * 1e6
 
     jwt_options: Any = {"require": tokens._REQUIRED, "verify_exp": False, "verify_iat": False}
     steps: list[tuple[str, Callable[[], object]]] = [
@@ -802,7 +532,7 @@ def micro_costs(app: Any, token: str, cookie: str, number: int = 20_000) -> list
             "hand-rolled HS256 check + JSON parse of the payload, for comparison",
             functools.partial(_hs256, token, codec._key),
         ),
-        ("runtime_of(request).now() (the injected clock)", app.state.runtime.now),
+        ("runtime_of(request).now() (the injected clock)", runtime.now),
         ("Request(scope).cookies (parse the Cookie header, 3 cookies)", lambda: StarletteRequest(fresh()).cookies),
         (
             "authenticate(Request(scope), kit): the whole check, cookie parse included",
@@ -819,21 +549,12 @@ def micro_costs(app: Any, token: str, cookie: str, number: int = 20_000) -> list
             )
         )
         steps.append(("fresh scope copy alone (subtract from the line above)", fresh))
+
+    def best(func: Callable[[], object]) -> float:
+        func()
+        return min(timeit.repeat(func, number=number, repeat=5)) / number * 1e6
+
     return [{"step": name, "us": round(best(func), 2)} for name, func in steps]
-
-
-def _differences(values: dict[str, list[float]]) -> dict[str, Any]:
-    """Each comparison: difference of medians, per-round paired differences, ratio."""
-    result: dict[str, Any] = {}
-    for name, base, meaning in COMPARISONS:
-        paired = [a - b for a, b in zip(values[name], values[base], strict=True)]
-        result[f"{name} - {base}"] = {
-            "meaning": meaning,
-            "us": round(statistics.median(values[name]) - statistics.median(values[base]), 2),
-            "us_per_round": [round(x, 2) for x in paired],
-            "ratio": round(statistics.median(values[name]) / statistics.median(values[base]), 3),
-        }
-    return result
 
 
 def in_process(options: Options, workdir: Path) -> dict[str, Any]:
@@ -849,7 +570,7 @@ def in_process(options: Options, workdir: Path) -> dict[str, Any]:
         async with app.router.lifespan_context(app):
             logging.getLogger("httpx").setLevel(logging.WARNING)
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url=f"http://{HOST}:8000") as client:
+            async with httpx.AsyncClient(transport=transport, base_url=f"http://{harness.HOST}:8000") as client:
                 email = "bench-cookie@example.com"
                 registered = await client.post(
                     REGISTER_PATH,
@@ -860,39 +581,25 @@ def in_process(options: Options, workdir: Path) -> dict[str, Any]:
                 signed_in = await client.post(LOGIN_PATH, json={"email": email, "password": PASSWORD})
                 signed_in.raise_for_status()
                 cookies = dict(signed_in.cookies)
-            cookie = cookie_header(cookies)
-            templates = {
-                name: asgi_scope(path, cookie if with_cookie else None)
-                for name, (path, with_cookie) in VARIANTS.items()
-            }
+            cookie = "; ".join(f"{name}={value}" for name, value in cookies.items())
+            templates = {name: scope_for(path, cookie if sent else None) for name, (path, sent) in VARIANTS.items()}
             expect = {name: (user_id if "whoami" in name else ANON_ID).encode() for name in VARIANTS}
-            names = list(VARIANTS)
-            for name in names:
-                await direct(app, templates[name], 500, expect[name])  # warm-up
-            wall: dict[str, list[float]] = {name: [] for name in names}
-            cpu: dict[str, list[float]] = {name: [] for name in names}
-            for rnd in range(options.repeats):
-                shift = rnd % len(names)
-                for name in names[shift:] + names[:shift]:
-                    w, c = await direct(app, templates[name], options.batch, expect[name])
-                    wall[name].append(w)
-                    cpu[name].append(c)
-            hop_wall, hop_cpu = await threadpool_hop_us(options.batch)
+            for name in VARIANTS:
+                await profiling.call_asgi(app, templates[name], 500, expect[name])  # warm-up
+            wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            for _, name in harness.rounds(list(VARIANTS), options.repeats):
+                w, c = await profiling.call_asgi(app, templates[name], options.batch, expect[name])
+                wall[name].append(w)
+                cpu[name].append(c)
+            hop = await threadpool_hop_us(options.batch)
             micro = micro_costs(app, cookies["ss_access"], cookie)
         await asyncio.sleep(0)
-        return {"wall": wall, "cpu": cpu, "hop": (hop_wall, hop_cpu), "micro": micro, "cookie_bytes": len(cookie)}
+        return {"wall": wall, "cpu": cpu, "hop": hop, "micro": micro, "cookie_bytes": len(cookie)}
 
-    with affinity(options.server_cpu, options), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with options.this_process_on(options.server_cpu), asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         raw = runner.run(run())
     wall, cpu = raw["wall"], raw["cpu"]
-    per_route = {
-        name: {
-            "wall_us_median": round(statistics.median(wall[name]), 2),
-            "wall_us_batches": [round(x, 2) for x in wall[name]],
-            "cpu_us_median": round(statistics.median(cpu[name]), 2),
-        }
-        for name in VARIANTS
-    }
     return {
         "method": f"direct ASGI calls into create_app(cookie settings) + bench routes, uvloop, one loop turn per "
         f"request, this process pinned to CPU {options.server_cpu}; {options.repeats} interleaved batches of "
@@ -900,36 +607,27 @@ def in_process(options: Options, workdir: Path) -> dict[str, Any]:
         "(all threads) per batch",
         "cookie_header_bytes": raw["cookie_bytes"],
         "rate_limit_identity_installed": rate_limit_identify(app) is not None,
-        "routes": per_route,
-        "differences_wall": _differences(wall),
-        "differences_cpu": _differences(cpu),
+        "routes": {
+            name: {
+                "wall_us_median": round(statistics.median(wall[name]), 2),
+                "wall_us_batches": [round(x, 2) for x in wall[name]],
+                "cpu_us_median": round(statistics.median(cpu[name]), 2),
+            }
+            for name in VARIANTS
+        },
+        "differences_wall": harness.differences(wall, COMPARISONS),
+        "differences_cpu": harness.differences(cpu, COMPARISONS),
         "threadpool_hop": {"wall_us": round(raw["hop"][0], 2), "cpu_us": round(raw["hop"][1], 2)},
         "micro_us": raw["micro"],
     }
 
 
-def run_wrk(port: int, path: str, cookie: str | None, seconds: int, options: Options) -> dict[str, Any]:
-    command = [
-        *pin(options.client_cpu, options),
-        "wrk",
-        "-t1",
-        f"-c{options.connections}",
-        f"-d{seconds}s",
-        "--latency",
-        *(["-H", f"Cookie: {cookie}"] if cookie else []),
-        f"http://{HOST}:{port}{path}",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    return common.parse_wrk(done.stdout)
-
-
-def sequential_us(client: Client, path: str, cookie: str | None, count: int) -> float:
+def sequential_us(client: harness.Client, path: str, cookie: str | None, count: int) -> float:
     """Fallback without wrk: median latency (µs) of `count` sequential keep-alive requests."""
     samples = []
-    headers = {"Cookie": cookie} if cookie else {}
     for _ in range(count):
         started = time.perf_counter()
-        status, _, _ = client.request("GET", path, headers=headers)
+        status, _, _ = client.request("GET", path, headers={"Cookie": cookie} if cookie else {})
         samples.append((time.perf_counter() - started) * 1e6)
         if status != 200:
             raise RuntimeError(f"{path}: {status}")
@@ -939,11 +637,12 @@ def sequential_us(client: Client, path: str, cookie: str | None, count: int) -> 
 def over_http(options: Options, workdir: Path) -> dict[str, Any]:
     names = list(VARIANTS)
     use_wrk = shutil.which("wrk") is not None
-    with running_server("cookie", workdir, options) as server:
-        client = Client(server.port)
+    with running_server("cookie", workdir, options) as servers:
+        server = servers["cookie"]
+        client = harness.Client(server.port)
         email = "bench-cookie@example.com"
         register(client, email)
-        cookie = cookie_header(login_cookies(client, email))
+        cookie = login_cookie(client, email)
         sent = {name: cookie if with_cookie else None for name, (_, with_cookie) in VARIANTS.items()}
         checks: dict[str, Any] = {}
         for name, (path, _) in VARIANTS.items():
@@ -953,64 +652,34 @@ def over_http(options: Options, workdir: Path) -> dict[str, Any]:
                 raise RuntimeError(f"{path}: {status} {body[:300]!r}")
         if checks["whoami"]["body"] != checks["whoami-async"]["body"]:
             raise RuntimeError(f"whoami and whoami-async disagree: {checks}")
+
+        def once(name: str, seconds: float, count: int) -> tuple[int, dict[str, Any]]:
+            """(requests, result) of one run: wrk for `seconds`, or without wrk `count` sequential requests."""
+            path, cookie_sent = VARIANTS[name][0], sent[name]
+            if not use_wrk:
+                return count, {"us_per_request": sequential_us(client, path, cookie_sent, count)}
+            result = harness.run_wrk(
+                server.url(path), seconds, options, *(["-H", f"Cookie: {cookie_sent}"] if cookie_sent else [])
+            )
+            return result["requests"], {"us_per_request": 1e6 / result["rps"], **result}
+
         runs: list[dict[str, Any]] = []
-        if use_wrk:
+        with options.this_process_on(options.client_cpu) if not use_wrk else contextlib.nullcontext():
             for name in names:
                 print(f"warm-up {name} {options.warmup} s", flush=True)
-                run_wrk(server.port, VARIANTS[name][0], sent[name], options.warmup, options)
-            for rnd in range(options.rounds):
-                shift = rnd % len(names)
-                for name in names[shift:] + names[:shift]:
-                    cpu0 = server_cpu_ns(server.process.pid)
-                    result = run_wrk(server.port, VARIANTS[name][0], sent[name], options.duration, options)
-                    cpu_us = (server_cpu_ns(server.process.pid) - cpu0) / 1e3 / result["requests"]
-                    runs.append(
-                        {
-                            "route": name,
-                            "round": rnd + 1,
-                            "us_per_request": 1e6 / result["rps"],
-                            "cpu_us_per_request": cpu_us,
-                            **result,
-                        }
-                    )
-                    print(f"round {rnd + 1} {name:14s} {result['rps']:10.1f} rps", flush=True)
-        else:
-            with affinity(options.client_cpu, options):
-                for name in names:
-                    sequential_us(client, VARIANTS[name][0], sent[name], 300)
-                for rnd in range(options.rounds):
-                    shift = rnd % len(names)
-                    for name in names[shift:] + names[:shift]:
-                        cpu0 = server_cpu_ns(server.process.pid)
-                        latency_us = sequential_us(client, VARIANTS[name][0], sent[name], 2000)
-                        cpu_us = (server_cpu_ns(server.process.pid) - cpu0) / 1e3 / 2000
-                        runs.append(
-                            {
-                                "route": name,
-                                "round": rnd + 1,
-                                "us_per_request": latency_us,
-                                "cpu_us_per_request": cpu_us,
-                            }
-                        )
+                once(name, options.warmup, 300)
+            for rnd, name in harness.rounds(names, options.rounds):
+                cpu0 = harness.threads_cpu_ns(server.pid)
+                requests, result = once(name, options.duration, 2000)
+                cpu_us = (harness.threads_cpu_ns(server.pid) - cpu0) / 1e3 / requests
+                us = result.pop("us_per_request")
+                runs.append({"route": name, "round": rnd, "us_per_request": us, "cpu_us_per_request": cpu_us, **result})
+                print(f"round {rnd} {name:14s} {us:10.1f} µs", flush=True)
         client.close()
-    statuses: dict[str, int] = {}  # every access-log line of the bench routes, read once the server has stopped
-    for line in (workdir / "cookie-app.log").read_text(encoding="utf-8").splitlines():
-        if '"smilingsteps.http"' in line and "/_bench/" in line:
-            found = re.search(r'"status":\s*(\d+)', line)
-            key = found.group(1) if found else "?"
-            statuses[key] = statuses.get(key, 0) + 1
-
-    def rounds_of(metric: str) -> dict[str, list[float]]:
-        return {
-            name: [
-                next(r[metric] for r in runs if r["route"] == name and r["round"] == rnd)
-                for rnd in range(1, options.rounds + 1)
-            ]
-            for name in names
-        }
-
-    by_round = rounds_of("us_per_request")
-    cpu_by_round = rounds_of("cpu_us_per_request")
+    # Every access-log line of the bench routes, read once the server has stopped.
+    statuses = harness.log_statuses(workdir / "cookie-app.log", '"smilingsteps.http"', "/_bench/")
+    by_round = {name: [r["us_per_request"] for r in runs if r["route"] == name] for name in names}
+    cpu_by_round = {name: [r["cpu_us_per_request"] for r in runs if r["route"] == name] for name in names}
     routes: dict[str, Any] = {}
     for name in names:
         mine = [r for r in runs if r["route"] == name]
@@ -1025,32 +694,29 @@ def over_http(options: Options, workdir: Path) -> dict[str, Any]:
                     "rounds_rps": [r["rps"] for r in mine],
                     "p50_ms_median": round(statistics.median(r["latency_ms"]["p50"] for r in mine), 3),
                     "p99_ms_median": round(statistics.median(r["latency_ms"]["p99"] for r in mine), 3),
-                    "errors": sum(r["non_2xx"] + sum(r["socket_errors"].values()) for r in mine),
+                    "errors": sum(harness.wrk_errors(r) for r in mine),
                 }
             )
-    if use_wrk:
-        method = (
-            f"one server (settings 'cookie': the full middleware stack, rate limiting on with quotas that never "
-            f"deny, JSON access log to a file) pinned to CPU {options.server_cpu}; wrk -t1 -c{options.connections} "
-            f"on CPU {options.client_cpu}, with the three session cookies except for anon-nocookie; "
-            f"{options.warmup} s warm-up per variant, {options.rounds} interleaved rounds of {options.duration} s; "
-            "us_per_request = median over rounds of 1e6 / rps (the server is saturated: its time per request, "
-            "if it has its core to itself); server_cpu_us_per_request = CPU of all the server's threads "
-            "(/proc/<pid>/task/*/schedstat) / requests completed, median over rounds: robust to other load"
-        )
-    else:
-        method = (
-            "wrk not installed: sequential http.client keep-alive requests, median latency of 2000 per round; "
-            "server_cpu_us_per_request = CPU of all the server's threads / 2000"
-        )
+    method = (
+        f"one server (settings 'cookie': the full middleware stack, rate limiting on with quotas that never "
+        f"deny, JSON access log to a file) pinned to CPU {options.server_cpu}; wrk -t1 -c{options.connections} "
+        f"on CPU {options.client_cpu}, with the three session cookies except for anon-nocookie; "
+        f"{options.warmup} s warm-up per variant, {options.rounds} interleaved rounds of {options.duration} s; "
+        "us_per_request = median over rounds of 1e6 / rps (the server is saturated: its time per request, "
+        "if it has its core to itself); server_cpu_us_per_request = CPU of all the server's threads "
+        "(/proc/<pid>/task/*/schedstat) / requests completed, median over rounds: robust to other load"
+        if use_wrk
+        else "wrk not installed: sequential http.client keep-alive requests, median latency of 2000 per round; "
+        "server_cpu_us_per_request = CPU of all the server's threads / 2000"
+    )
     return {
         "tool": "wrk" if use_wrk else "http.client (sequential)",
         "method": method,
         "response_checks": checks,
         "access_log_statuses": statuses,
         "routes": routes,
-        "differences_server_cpu": _differences(cpu_by_round),
-        "differences_throughput": _differences(by_round),
+        "differences_server_cpu": harness.differences(cpu_by_round, COMPARISONS),
+        "differences_throughput": harness.differences(by_round, COMPARISONS),
         "runs": runs,
     }
 
@@ -1061,12 +727,12 @@ def cookie_part(options: Options, workdir: Path) -> dict[str, Any]:
     inproc = in_process(options, workdir)
     print("cookie: over HTTP", flush=True)
     http_result = over_http(options, workdir)
-    key = "whoami - anon"
-    whole = "whoami - anon-nocookie"
+    key, whole = "whoami - anon", "whoami - anon-nocookie"
     inproc_us = inproc["differences_cpu"][key]["us"]
     http_us = http_result["differences_server_cpu"][key]["us"]
+    throughput_us = http_result["differences_throughput"][key]["us"]
     return {
-        "generated_at": now_iso(),
+        "generated_at": harness.now_iso(),
         "rate_limit_identity_installed": inproc["rate_limit_identity_installed"],
         "in_process": inproc,
         "http": http_result,
@@ -1077,8 +743,8 @@ def cookie_part(options: Options, workdir: Path) -> dict[str, Any]:
             "http_us": http_us,
             "met_in_process": inproc_us < COOKIE_TARGET_US,
             "met_over_http": http_us < COOKIE_TARGET_US,
-            "http_throughput_us": http_result["differences_throughput"][key]["us"],
-            "met_over_http_throughput": http_result["differences_throughput"][key]["us"] < COOKIE_TARGET_US,
+            "http_throughput_us": throughput_us,
+            "met_over_http_throughput": throughput_us < COOKIE_TARGET_US,
             "whole_cookie_cost": {
                 "measure": whole,
                 "in_process_us": inproc["differences_cpu"][whole]["us"],
@@ -1100,8 +766,7 @@ def print_cookie(result: dict[str, Any]) -> None:
     print(f"  one run_in_threadpool round trip: {hop['wall_us']:.2f} µs wall, {hop['cpu_us']:.2f} µs CPU")
     for row in inproc["micro_us"]:
         print(f"  {row['us']:>8.2f} µs  {row['step']}")
-    print(f"\nover HTTP ({http_result['tool']})")
-    print(f"  {'':<14}{'1e6/rps µs':>11}{'CPU µs':>9}")
+    print(f"\nover HTTP ({http_result['tool']})\n  {'':<14}{'1e6/rps µs':>11}{'CPU µs':>9}")
     for name, row in http_result["routes"].items():
         extra = f"{row['median_rps']:>10.1f} rps  p99 {row['p99_ms_median']:.2f} ms" if "median_rps" in row else ""
         print(f"  {name:<14}{row['us_per_request']:>11.2f}{row['server_cpu_us_per_request']:>9.2f} {extra}")
@@ -1110,95 +775,35 @@ def print_cookie(result: dict[str, Any]) -> None:
             rounds = ", ".join(f"{x:+.1f}" for x in row["us_per_round"])
             print(f"  {label:<11}{name:<24}{row['us']:>+9.2f} µs (per round: {rounds}), ratio {row['ratio']:.3f}")
     target = result["target"]
+
+    def verdict(met: bool) -> str:
+        return "MET" if met else "NOT MET"
+
     print(
         f"target < {target['max_auth_overhead_us']:.0f} µs ({target['measure']}): in process "
-        f"{target['in_process_us']:+.1f} ({'MET' if target['met_in_process'] else 'NOT MET'}), over HTTP "
-        f"{target['http_us']:+.1f} CPU ({'MET' if target['met_over_http'] else 'NOT MET'}), "
-        f"{target['http_throughput_us']:+.1f} by 1e6/rps ({'MET' if target['met_over_http_throughput'] else 'NOT MET'})"
+        f"{target['in_process_us']:+.1f} ({verdict(target['met_in_process'])}), over HTTP "
+        f"{target['http_us']:+.1f} CPU ({verdict(target['met_over_http'])}), "
+        f"{target['http_throughput_us']:+.1f} by 1e6/rps ({verdict(target['met_over_http_throughput'])})"
     )
 
 
 # --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def source_info() -> dict[str, Any]:
-    return common.measured_source(
-        (
-            "accounts/auth.py",
-            "accounts/tokens.py",
-            "accounts/passwords.py",
-            "accounts/service.py",
-            "app.py",
-            "platform/ratelimit/middleware.py",
-        )
-    )
-
-
-def machine() -> dict[str, Any]:
-    info = common.machine()
-    info["cpu_model_proc_cpuinfo"] = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    info["versions"].update(
-        {name: common._version(name) for name in ("argon2-cffi", "argon2-cffi-bindings", "PyJWT", "anyio", "aiosqlite")}
-    )
-    return info
-
-
-PARTS = ("argon2", "login", "cookie")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--serve", choices=("login", "cookie"), help="run one server (used by the benchmark itself)")
-    parser.add_argument("--port", type=int, help="port for --serve (127.0.0.1 only)")
-    parser.add_argument("--workdir", type=Path, help="scratch directory for --serve")
+    parser = harness.parser(__doc__, serve=("login", "cookie"))
     parser.add_argument("--part", choices=PARTS, action="append", help="run only this part (repeatable)")
     parser.add_argument("--runs", type=int, default=30, help="argon2: runs per operation (default 30)")
     parser.add_argument("--logins", type=int, default=40, help="login: requests per kind (default 40)")
     parser.add_argument("--batch", type=int, default=4000, help="cookie, in process: requests per batch (4000)")
     parser.add_argument("--repeats", type=int, default=9, help="cookie, in process: batches per route (9)")
-    parser.add_argument("--duration", type=int, default=6, help="cookie, HTTP: seconds per wrk run (default 6)")
-    parser.add_argument("--warmup", type=int, default=2, help="cookie, HTTP: warm-up seconds per route (default 2)")
-    parser.add_argument("--rounds", type=int, default=5, help="cookie, HTTP: interleaved rounds (default 5)")
-    parser.add_argument("--connections", type=int, default=32, help="cookie, HTTP: wrk connections (default 32)")
-    parser.add_argument(
-        "--tmp-root", default=common.default_tmp_root(), help="scratch directory root (default: /dev/shm when present)"
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
+    harness.add_load_arguments(parser, duration=6, warmup=2, rounds=5, connections=32, what="cookie, HTTP: ")
+    harness.add_output_arguments(parser, harness.RESULTS_DIR / "auth_cost.json")
     args = parser.parse_args(argv)
-
-    if args.serve:
-        if args.port is None or args.workdir is None:
-            parser.error("--serve needs --port and --workdir")
-        serve(args.serve, args.port, args.workdir)
+    if harness.check_serve(parser, args):
+        harness.run_uvicorn(build_app(args.serve, args.workdir), args.port)
         return 0
-    cpus = sorted(os.sched_getaffinity(0))
-    options = Options(
-        runs=args.runs,
-        logins=args.logins,
-        batch=args.batch,
-        repeats=args.repeats,
-        duration=args.duration,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        connections=args.connections,
-        server_cpu=cpus[0],
-        client_cpu=cpus[1] if len(cpus) > 1 else cpus[0],
-        pinned=len(cpus) > 1,
-        tmp_root=args.tmp_root,
-    )
+    options = Options.from_args(args, runs=args.runs, logins=args.logins, batch=args.batch, repeats=args.repeats)
     parts = args.part or list(PARTS)
     out: Path = args.out
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() and args.part else {}
@@ -1206,33 +811,30 @@ def main(argv: list[str] | None = None) -> int:
     report.update(
         {
             "benchmark": "Authentication: argon2 cost, login latency, cookie authentication per request",
-            "generated_at": now_iso(),
-            "machine": machine(),
-            "source": source_info(),
-            "command": " ".join(
-                [".tools/bin/uv run --frozen python bench/auth_cost.py", *(argv if argv is not None else sys.argv[1:])]
+            "generated_at": harness.now_iso(),
+            "machine": harness.machine(
+                ("argon2-cffi", "argon2-cffi-bindings", "PyJWT", "anyio", "aiosqlite"), proc_cpuinfo=True
             ),
+            "source": harness.measured_source(SOURCE_FILES),
+            "command": harness.command_line("auth_cost.py", argv),
         }
     )
     with tempfile.TemporaryDirectory(prefix="auth-bench-", dir=options.tmp_root) as tmp:
-        workdir = Path(tmp)
         report["load_average_at_start"] = os.getloadavg()
         if "argon2" in parts:
             report["argon2"] = argon2_part(options)
             print_argon2(report["argon2"])
         if "login" in parts:
             print("\nlogin: end to end", flush=True)
-            report["login"] = login_part(options, workdir)
+            report["login"] = login_part(options, Path(tmp))
             print_login(report["login"])
         if "cookie" in parts:
             print("\ncookie authentication", flush=True)
-            report["cookie"] = cookie_part(options, workdir)
+            report["cookie"] = cookie_part(options, Path(tmp))
             print_cookie(report["cookie"])
     report["load_average_at_end"] = os.getloadavg()
     report["elapsed_seconds_last_run"] = round(time.monotonic() - started, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwritten {out.relative_to(BENCH_DIR.parent) if out.is_relative_to(BENCH_DIR.parent) else out}")
+    harness.write_json(out, report)
     return 0
 
 

@@ -1,52 +1,35 @@
 """Booking creation throughput on PostgreSQL: distinct slots, and many clients racing for the same slots.
 
-Target (from the issue): at least 300 successful bookings per second across distinct slots on this
-machine. (The issue's other number, slots for 60 days in under 20 ms, is ``bench/slots_cost.py``.)
+Measures successful ``POST /api/v1/bookings`` per second against the issue's target: at least 300
+across distinct slots on this machine. (The issue's other number, slots for 60 days in under 20 ms,
+is ``bench/slots_cost.py``.)
 
-What runs:
-
-* A fresh PostgreSQL database (``CREATE DATABASE`` with a random name on the local server, migrated
-  with ``smilingsteps.platform.migrate.upgrade``), dropped at the end, also after a failure.
+* A fresh PostgreSQL database (random name on the local server, migrated with
+  ``smilingsteps.platform.migrate.upgrade``), dropped at the end, also after a failure.
 * A real server in its own process, pinned to CPU 0: ``create_app`` + ``build_server`` (the
-  production uvicorn set-up: uvloop, httptools, ``DrainingServer`` with ``gc.freeze``), the JSON
-  access log written to a file, ``APP_ENV=test``, a random ``SECRET_KEY``, ``RATE_LIMITS_ENABLED=false``,
-  ``DB_POOL_SIZE=20``, ``DB_MAX_OVERFLOW=0`` (no backend churn, so PostgreSQL's CPU can be summed
-  per backend). argon2 is set to the OWASP minimum (m=19 MiB, t=2) so that signing in the clients
-  during set-up takes seconds; no password is checked while measuring.
-* Set-up, not measured: approved therapists with profiles, available every day 00:00-23:59
-  (Africa/Nairobi), 50-minute sessions + 10-minute buffer, so each has a slot every hour, ~1,400
-  within the 60-day horizon after the 12 h notice; verified clients, written straight to the
-  database (as ``tests/support/bookings.py`` does), then signed in over HTTP with ``client: native``
-  (bearer tokens: no CSRF). The slot grid is read from ``GET /therapists/{id}/slots``.
+  production uvicorn set-up), the JSON access log written to a file, ``APP_ENV=test``, a random
+  ``SECRET_KEY``, ``RATE_LIMITS_ENABLED=false``, ``DB_POOL_SIZE=20``, ``DB_MAX_OVERFLOW=0`` (no backend
+  churn, so PostgreSQL's CPU can be summed per backend). argon2 is at the OWASP minimum so that
+  signing in the clients during set-up takes seconds; no password is checked while measuring.
+* Set-up, not measured: approved therapists available every day 00:00-23:59 (a slot every hour),
+  verified clients written straight to the database and signed in over HTTP (bearer tokens), the
+  slot grid read from ``GET /therapists/{id}/slots``.
 * A load generator in this process, pinned to CPU 1: raw HTTP/1.1 keep-alive over asyncio streams
-  on uvloop (much cheaper per request than an HTTP library; every request has its own body).
-  PostgreSQL is not pinned: it runs wherever the kernel puts it, on both cores.
+  on uvloop (``harness.Connection``), every request with its own body. PostgreSQL is not pinned.
 
 Phases (``--connections`` concurrent connections, default 64; interleaved rounds, order rotating):
+``distinct`` (every request a different (therapist, start); a client never asks for two overlapping
+times), ``contention`` (``--racers`` requests per slot from different clients, back to back: exactly
+one must succeed, checked in the responses and in the database), ``read`` (baseline,
+``GET /api/v1/therapists/{id}``), ``health`` (``GET /health``), and once ``sequential`` (bookings over
+one connection). For every phase: requests and bookings per second, latency percentiles, the CPU per
+request of the server (all its threads), of PostgreSQL (this database's backends; shared processes
+separately) and of the load generator, and how busy each core was. In process, after the load: the
+SQL round trips of one booking (SQLAlchemy events). ``--py-spy`` adds a sampled profile of the server.
 
-* ``distinct``   - ``POST /api/v1/bookings``, every request a different (therapist, start). A client
-  never asks for two overlapping times (so no 409 client-overlap is expected): request ``i`` for time
-  ``k`` on therapist ``t`` is sent by client ``(t + k) mod C`` with C >= the number of therapists.
-* ``contention`` - the same endpoint, ``--racers`` (default 8) requests per slot, sent back to back
-  by different clients (a separate set of therapists and clients), so they are in flight together.
-  Exactly one per slot must succeed (201) and the others answer 409 slot-taken; checked in the
-  responses and, at the end, in the database.
-* ``read``       - baseline: ``GET /api/v1/therapists/{id}`` (anonymous; three SELECTs) on the same
-  server at the same concurrency.
-* ``health``     - ``GET /health`` (no query), the floor of the stack.
-* ``sequential`` - once: bookings over one connection, the latency without queueing.
-
-For every phase: requests and successful bookings per second, latency percentiles, the server's CPU
-per request (all its threads, ``/proc/<pid>/task/*/schedstat``), PostgreSQL's CPU per request (the
-backends of this database, from ``pg_stat_activity`` + ``/proc/<pid>/schedstat``; the WAL writer and
-other shared background processes separately), the load generator's CPU, and how busy each core was
-(``/proc/stat``). In process, after the load: the SQL round trips of one booking, counted with
-SQLAlchemy events (``--py-spy`` adds a sampled profile of the server during a distinct-slot phase).
-
-What-if (on by default, ``--no-what-if`` skips it): a second server on the same database without
-SQLAlchemy's ``pool_pre_ping`` (the ``SELECT 1`` on every checkout), patched in that process only
-(``apply_no_pre_ping_what_if``; never the package) and measured in the same interleaved rounds, so
-what the liveness round trip costs is a measurement, not a guess.
+What-if (on by default, ``--no-what-if`` skips it): a second server on the same database with no
+liveness ping on checkout, patched in that process only (``apply_no_pre_ping_what_if``), measured in
+the same interleaved rounds.
 
 Usage (from the repository root; bench/README.md has the details)::
 
@@ -56,40 +39,31 @@ Usage (from the repository root; bench/README.md has the details)::
     .tools/bin/uv run --frozen python bench/booking_throughput.py --serve standard --port 8001 --workdir /tmp/x
 
 Results: ``bench/results/booking_throughput.json``.
-
-smilingsteps ships no ``py.typed`` marker, so its imports here carry
-``type: ignore[import-untyped, unused-ignore]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
-import http.client
 import json
 import os
 import re
 import secrets
 import shlex
-import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import health_overhead as common  # bench/health_overhead.py: free port, readiness, stopping, machine facts
+import harness
+import profiling
 
-HOST = common.HOST  # loopback only, always
 API = "/api/v1"
 BOOKINGS_PATH = f"{API}/bookings"
 LOGIN_PATH = f"{API}/auth/login"
@@ -98,27 +72,25 @@ PASSWORD = "tangerine orbit lantern 4127"
 THERAPIST_TZ = "Africa/Nairobi"
 ARGON2 = {"ARGON2_TIME_COST": "2", "ARGON2_MEMORY_KIB": "19456", "ARGON2_PARALLELISM": "1"}
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
-DEFAULT_OUT = RESULTS_DIR / "booking_throughput.json"
-DEFAULT_PY_SPY = f"{BENCH_DIR.parent / '.tools/bin/uv'} tool run py-spy"
+DEFAULT_PY_SPY = f"{harness.REPO_DIR / '.tools/bin/uv'} tool run py-spy"
 # A slot must still be 12 h ahead when its request is sent: keep this margin past the set-up's "now".
 SLOT_MARGIN = dt.timedelta(hours=3)
-CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 PROBLEM_TYPE = re.compile(rb'"type"\s*:\s*"[^"]*/([a-z0-9-]+)"')
-
-
-# --------------------------------------------------------------------------
-# Options and the server process
-# --------------------------------------------------------------------------
+VARIANTS = ("standard", "no-pre-ping")
+SOURCE_FILES = (
+    "bookings/router.py",
+    "bookings/service.py",
+    "bookings/repository.py",
+    "therapists/service.py",
+    "therapists/repository.py",
+    "therapists/slots.py",
+    "notifications/service.py",
+    "platform/db.py",
+)
 
 
 @dataclass
-class Options:
-    connections: int = 64
-    duration: float = 8.0
-    warmup: float = 2.0
-    rounds: int = 3
+class Options(harness.Load):
     sequential: float = 4.0
     racers: int = 8
     therapists: int = 40
@@ -129,14 +101,12 @@ class Options:
     py_spy: list[str] | None = None
     profile_seconds: float = 12.0
     what_if: bool = True
-    server_cpu: int = 0
-    client_cpu: int = 1
-    pinned: bool = True
-    tmp_root: str | None = None
     instances: int = 1
 
 
-VARIANTS = ("standard", "no-pre-ping")
+# --------------------------------------------------------------------------
+# The server
+# --------------------------------------------------------------------------
 
 
 def apply_no_pre_ping_what_if() -> None:
@@ -163,17 +133,14 @@ def apply_no_pre_ping_what_if() -> None:
 
 def serve(port: int, workdir: Path, variant: str) -> None:
     """One server from the environment's settings until SIGTERM (the production server class)."""
-    from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.platform.server import build_server  # type: ignore[import-untyped, unused-ignore]
 
     if variant == "no-pre-ping":
         apply_no_pre_ping_what_if()
     settings = Settings()
-    configure_logging(settings, stream=(workdir / f"app-{variant}.log").open("a", encoding="utf-8"))
-    app = create_app(settings)
-    build_server(app, settings, host=HOST, port=port).run()
+    app = harness.logged_app(settings, workdir / f"app-{variant}.log")
+    build_server(app, settings, host=harness.HOST, port=port).run()
 
 
 def settings_env(database_url: str, workdir: Path, options: Options, secret: str) -> dict[str, str]:
@@ -194,199 +161,21 @@ def settings_env(database_url: str, workdir: Path, options: Options, secret: str
     }
 
 
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen[bytes]
-    output: Path
-    label: str = "booking"
-
-
-def pin(cpu: int, options: Options) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if options.pinned and shutil.which("taskset") else []
-
-
-@dataclass
-class Instances:
+@asynccontextmanager
+async def running_server(env: dict[str, str], workdir: Path, options: Options, variant: str) -> AsyncIterator[Context]:
     """The servers of one variant: one pinned process, or ``--instances`` unpinned ones on their own ports."""
 
-    servers: list[Server]
+    def start(name: str) -> harness.Server:
+        return harness.start_server(__file__, [variant], name, workdir, options.taskset(options.server_cpu), env)
 
-    @property
-    def port(self) -> int:
-        return self.servers[0].port
-
-    @property
-    def ports(self) -> list[int]:
-        return [server.port for server in self.servers]
-
-    @property
-    def pids(self) -> list[int]:
-        return [server.process.pid for server in self.servers]
-
-
-def start_server(env: dict[str, str], workdir: Path, options: Options, variant: str, index: int) -> Server:
-    port = common.free_port()
-    output = workdir / f"server-{variant}-{index}.out"
-    command = [
-        *pin(options.server_cpu, options),
-        sys.executable,
-        str(Path(__file__).resolve()),
-        "--serve",
-        variant,
-        "--port",
-        str(port),
-        "--workdir",
-        str(workdir),
-    ]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env={**common.child_env(), **env})
-    return Server(port, process, output, variant)
-
-
-@contextmanager
-def running_server(env: dict[str, str], workdir: Path, options: Options, variant: str) -> Iterator[Instances]:
-    servers: list[Server] = []
-    try:
-        for index in range(options.instances):
-            servers.append(start_server(env, workdir, options, variant, index))
-            common.wait_ready(servers[-1], timeout=60.0)
-        yield Instances(servers)
-    finally:
-        for server in servers:
-            common.stop_server(server)
+    names = [f"{variant}-{index}" for index in range(options.instances)]
+    with harness.running_servers(start, names, timeout=60.0) as servers:
+        yield Context([s.port for s in servers.values()], [s.pid for s in servers.values()], None, "")
 
 
 # --------------------------------------------------------------------------
-# CPU accounting
+# The database: populate, verify
 # --------------------------------------------------------------------------
-
-
-def threads_cpu_ns(pid: int) -> int:
-    """CPU time of every thread of `pid` so far (ns)."""
-    total = 0
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return 0
-    for task in tasks:
-        try:
-            total += int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # a thread that just ended
-    return total
-
-
-def process_cpu_ns(pids: list[int]) -> dict[int, int]:
-    found: dict[int, int] = {}
-    for pid in pids:
-        try:
-            found[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue  # gone
-    return found
-
-
-def cores_busy() -> dict[str, tuple[int, int]]:
-    """Per CPU (and all): (busy, total) jiffies from /proc/stat; busy excludes idle and iowait."""
-    found: dict[str, tuple[int, int]] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        if not line.startswith("cpu"):
-            break
-        name, *values = line.split()
-        numbers = [int(v) for v in values[:8]]
-        total = sum(numbers)
-        found[name] = (total - numbers[3] - numbers[4], total)
-    return found
-
-
-@dataclass
-class PgProcesses:
-    backends: list[int]
-    shared: dict[int, str]  # pid -> backend_type (WAL writer, checkpointer, ...): shared by the cluster
-
-
-async def pg_processes(admin: Any, database: str) -> PgProcesses:
-    rows = await admin.fetch(
-        "SELECT pid, datname, application_name, backend_type FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-    )
-    backends = [r["pid"] for r in rows if r["datname"] == database and r["application_name"] == "smilingsteps"]
-    shared = {r["pid"]: r["backend_type"] for r in rows if r["datname"] is None}
-    return PgProcesses(backends, shared)
-
-
-@dataclass
-class CpuSnapshot:
-    at: float
-    server: int
-    client: float
-    backends: dict[int, int]
-    shared: dict[int, int]
-    cores: dict[str, tuple[int, int]]
-
-
-def snapshot(server_pids: list[int], pg: PgProcesses) -> CpuSnapshot:
-    return CpuSnapshot(
-        at=time.perf_counter(),
-        server=sum(threads_cpu_ns(pid) for pid in server_pids),
-        client=time.process_time(),
-        backends=process_cpu_ns(pg.backends),
-        shared=process_cpu_ns(list(pg.shared)),
-        cores=cores_busy(),
-    )
-
-
-def cpu_between(before: CpuSnapshot, after: CpuSnapshot, pg_after: PgProcesses) -> dict[str, Any]:
-    """Seconds of CPU used between two snapshots; backends that appeared meanwhile count from their start."""
-    after_backends = process_cpu_ns(pg_after.backends) | after.backends
-    backends = sum(ns - before.backends.get(pid, 0) for pid, ns in after_backends.items())
-    shared = sum(ns - before.shared.get(pid, ns) for pid, ns in after.shared.items())
-    cores = {}
-    for name, (busy, total) in after.cores.items():
-        busy0, total0 = before.cores.get(name, (busy, total))
-        cores[name] = round((busy - busy0) / max(1, total - total0), 3)
-    return {
-        "server_s": (after.server - before.server) / 1e9,
-        "client_s": after.client - before.client,
-        "pg_backends_s": backends / 1e9,
-        "pg_backends": len(after_backends),
-        "pg_shared_s": shared / 1e9,
-        "core_busy_fraction": cores,
-    }
-
-
-# --------------------------------------------------------------------------
-# The database: create, migrate, populate, verify, drop
-# --------------------------------------------------------------------------
-
-
-def database_url_for(admin_url: str, name: str, *, driver: str = "postgresql+asyncpg") -> str:
-    parts = urlsplit(admin_url)
-    if parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
-        raise SystemExit(f"--admin-url must point at a loopback address, not {parts.hostname!r}")
-    return urlunsplit((driver, parts.netloc, f"/{name}", parts.query, ""))
-
-
-async def create_database(admin_url: str) -> str:
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
-
-    name = f"bench_booking_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name
-
-
-async def drop_database(admin_url: str, name: str) -> None:
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
-
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @dataclass
@@ -400,17 +189,14 @@ class People:
 
 
 async def populate(url: str, options: Options) -> People:
-    """Therapists (profile, every day 00:00-23:59) and verified clients, straight into the database."""
+    """Therapists (profile, every day 00:00-23:59) and verified clients, straight into the database
+    (as tests/support/bookings.py does)."""
     import argon2
     from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
     from smilingsteps.accounts.models import Role, TherapistStatus, User  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.therapists import service as therapists  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.therapists.schemas import (  # type: ignore[import-untyped, unused-ignore]
-        AvailabilityIn,
-        ProfileIn,
-        RuleIn,
-    )
+    from smilingsteps.therapists.schemas import AvailabilityIn, ProfileIn, RuleIn  # type: ignore[import-untyped, unused-ignore]
 
     # The server's own argon2 parameters, so a login does not rehash.
     password_hash = argon2.PasswordHasher(
@@ -422,23 +208,26 @@ async def populate(url: str, options: Options) -> People:
     now = dt.datetime.now(dt.UTC)
     run = secrets.token_hex(3)
 
-    def user(role: Any, tag: str, index: int) -> Any:
+    def users(role: Any, tag: str, count: int) -> list[Any]:
         therapist = role is Role.THERAPIST
-        return User(
-            id=uuid.uuid4(),
-            email=f"bench-{run}-{tag}-{index}@example.com",
-            password_hash=password_hash,
-            full_name=f"Bench {tag.title()} {index:04d}",
-            phone="254712345678",
-            timezone=THERAPIST_TZ,
-            role=role.value,
-            status="active",
-            therapist_status=TherapistStatus.APPROVED.value if therapist else None,
-            email_verified_at=now,
-            password_changed_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+        return [
+            User(
+                id=uuid.uuid4(),
+                email=f"bench-{run}-{tag}-{index}@example.com",
+                password_hash=password_hash,
+                full_name=f"Bench {tag.title()} {index:04d}",
+                phone="254712345678",
+                timezone=THERAPIST_TZ,
+                role=role.value,
+                status="active",
+                therapist_status=TherapistStatus.APPROVED.value if therapist else None,
+                email_verified_at=now,
+                password_changed_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+            for index in range(count)
+        ]
 
     profile = ProfileIn(
         bio="Warm, practical support.",
@@ -454,18 +243,16 @@ async def populate(url: str, options: Options) -> People:
     availability = AvailabilityIn(
         rules=[RuleIn(weekday=day, start=dt.time(0), end=dt.time(23, 59)) for day in range(7)], exceptions=[]
     )
-    clients_needed = max(options.therapists, 1)
-    race_clients_needed = options.race_therapists * options.racers
+    therapist_users = users(Role.THERAPIST, "therapist", options.therapists)
+    race_users = users(Role.THERAPIST, "race-therapist", options.race_therapists)
+    probe = users(Role.THERAPIST, "probe-therapist", 1)[0]
+    clients = users(Role.CLIENT, "client", max(options.therapists, 1))
+    race_clients = users(Role.CLIENT, "race-client", options.race_therapists * options.racers)
+    probe_client = users(Role.CLIENT, "probe-client", 1)[0]
     engine = create_async_engine(url)
     try:
         maker = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         async with maker() as session, session.begin():
-            therapist_users = [user(Role.THERAPIST, "therapist", i) for i in range(options.therapists)]
-            race_users = [user(Role.THERAPIST, "race-therapist", i) for i in range(options.race_therapists)]
-            probe = user(Role.THERAPIST, "probe-therapist", 0)
-            clients = [user(Role.CLIENT, "client", i) for i in range(clients_needed)]
-            race_clients = [user(Role.CLIENT, "race-client", i) for i in range(race_clients_needed)]
-            probe_client = user(Role.CLIENT, "probe-client", 0)
             session.add_all([*therapist_users, *race_users, probe, *clients, *race_clients, probe_client])
             await session.flush()
             for therapist in [*therapist_users, *race_users, probe]:
@@ -511,20 +298,18 @@ async def verify(admin: Any, people: People, contention: SlotLedger, distinct: S
     )
     stored = {(uuid.UUID(str(r["therapist_id"])), _utc(r["starts_at"])): r["n"] for r in rows}
     attempted = contention.attempted
-    one_each = all(stored.get(slot) == 1 for slot in attempted)
     wins = Counter(contention.successes)
     distinct_rows = await admin.fetchval(
         "SELECT count(*) FROM bookings WHERE status = ANY($1) AND therapist_id = ANY($2)", active, people.therapists
     )
+    has_outbox = await admin.fetchval("SELECT to_regclass('email_outbox') IS NOT NULL")
     return {
         "bookings_total": await admin.fetchval("SELECT count(*) FROM bookings"),
         "bookings_by_status": {
             r["status"]: r["n"]
             for r in await admin.fetch("SELECT status, count(*) AS n FROM bookings GROUP BY status ORDER BY status")
         },
-        "outbox_messages": await admin.fetchval("SELECT count(*) FROM email_outbox")
-        if await admin.fetchval("SELECT to_regclass('email_outbox') IS NOT NULL")
-        else None,
+        "outbox_messages": await admin.fetchval("SELECT count(*) FROM email_outbox") if has_outbox else None,
         "double_bookings_same_start": doubles,
         "overlapping_active_pairs": overlapping,
         "contention": {
@@ -532,9 +317,8 @@ async def verify(admin: Any, people: People, contention: SlotLedger, distinct: S
             "slots_with_exactly_one_active_booking": sum(1 for slot in attempted if stored.get(slot) == 1),
             "rows_for_unattempted_slots": sum(n for slot, n in stored.items() if slot not in attempted),
             "slots_with_one_201": sum(1 for slot in attempted if wins.get(slot) == 1),
-            "exactly_one_per_slot": one_each
-            and len(stored) == len(attempted)
-            and all(wins.get(slot) == 1 for slot in attempted),
+            "exactly_one_per_slot": all(stored.get(slot) == 1 and wins.get(slot) == 1 for slot in attempted)
+            and len(stored) == len(attempted),
         },
         "distinct": {
             "successes_reported": len(distinct.successes),
@@ -549,27 +333,16 @@ async def verify(admin: Any, people: People, contention: SlotLedger, distinct: S
 # --------------------------------------------------------------------------
 
 
-def http_json(port: int, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-    connection = http.client.HTTPConnection(HOST, port, timeout=60)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        connection.request(method, path, body=json.dumps(body) if body is not None else None, headers=headers)
-        response = connection.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        connection.close()
-
-
 def sign_in(port: int, emails: list[str]) -> list[str]:
+    client = harness.Client(port, timeout=60)
     tokens = []
     for email in emails:
-        status, body = http_json(port, "POST", LOGIN_PATH, {"email": email, "password": PASSWORD, "client": "native"})
+        status, _, raw = client.request("POST", LOGIN_PATH, {"email": email, "password": PASSWORD, "client": "native"})
+        body = json.loads(raw) if raw else {}
         if status != 200 or not body.get("access_token"):
             raise RuntimeError(f"login {email}: {status} {body}")
         tokens.append(body["access_token"])
+    client.close()
     return tokens
 
 
@@ -577,10 +350,10 @@ def slot_grid(port: int, therapist_id: uuid.UUID) -> tuple[list[dt.datetime], dt
     """Every free start within the horizon, as the API lists them, minus a margin at the near end."""
     now = dt.datetime.now(dt.UTC)
     query = f"from={now.isoformat()}&to={(now + dt.timedelta(days=60)).isoformat()}&tz=UTC".replace("+", "%2B")
-    status, body = http_json(port, "GET", f"{API}/therapists/{therapist_id}/slots?{query}")
+    status, _, raw = harness.request(port, "GET", f"{API}/therapists/{therapist_id}/slots?{query}", timeout=60)
     if status != 200:
-        raise RuntimeError(f"slots: {status} {body}")
-    starts = [_utc(dt.datetime.fromisoformat(s["start"])) for s in body]
+        raise RuntimeError(f"slots: {status} {raw[:300]!r}")
+    starts = [_utc(dt.datetime.fromisoformat(s["start"])) for s in json.loads(raw)]
     earliest = now + dt.timedelta(hours=12) + SLOT_MARGIN
     return [s for s in starts if s >= earliest], now
 
@@ -594,7 +367,7 @@ def booking_request(token: str, therapist_id: uuid.UUID, start: dt.datetime) -> 
         separators=(",", ":"),
     ).encode()
     head = (
-        f"POST {BOOKINGS_PATH} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {token}\r\n"
+        f"POST {BOOKINGS_PATH} HTTP/1.1\r\nHost: {harness.HOST}\r\nAuthorization: Bearer {token}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -602,7 +375,7 @@ def booking_request(token: str, therapist_id: uuid.UUID, start: dt.datetime) -> 
 
 def get_request(path: str) -> bytes:
     """No port in Host: the same bytes serve every server of the run."""
-    return f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\nHost: {harness.HOST}\r\n\r\n".encode()
 
 
 @dataclass
@@ -638,71 +411,22 @@ class Stream:
         return len(self.items) - self.next_index
 
 
-def distinct_stream(
-    therapists: list[uuid.UUID], starts: list[dt.datetime], tokens: list[str], ledger: SlotLedger
+def booking_stream(
+    therapists: list[uuid.UUID], starts: list[dt.datetime], tokens: list[str], racers: int, ledger: SlotLedger
 ) -> Stream:
-    """Time k outer, therapist t inner; client (t + k) mod C never gets two requests for one time."""
-    if len(tokens) < len(therapists):
-        raise ValueError("need at least as many clients as therapists")
-    items: list[tuple[bytes, Slot | None]] = []
-    for k, start in enumerate(starts):
-        for t, therapist in enumerate(therapists):
-            items.append((booking_request(tokens[(t + k) % len(tokens)], therapist, start), (therapist, start)))
-    return Stream(items, cycle=False, ledger=ledger)
-
-
-def contention_stream(
-    therapists: list[uuid.UUID],
-    starts: list[dt.datetime],
-    tokens: list[str],
-    racers: int,
-    ledger: SlotLedger,
-) -> Stream:
-    """`racers` requests per slot, back to back, each from a different client; for one time k the
-    clients of different therapists are disjoint ((t * racers + j + k) mod C), so no client-overlap."""
-    clients = len(tokens)
-    if clients < len(therapists) * racers:
+    """Time k outer, therapist t inner, `racers` requests per slot back to back, each from a different
+    client: client (t * racers + j + k) mod C. With racers = 1 (distinct slots) a client never gets
+    two requests for one time; with racers > 1 the clients of different therapists are disjoint for
+    one time k, so no client-overlap either."""
+    if len(tokens) < len(therapists) * racers:
         raise ValueError("need therapists x racers clients")
     items: list[tuple[bytes, Slot | None]] = []
     for k, start in enumerate(starts):
         for t, therapist in enumerate(therapists):
             for j in range(racers):
-                token = tokens[(t * racers + j + k) % clients]
+                token = tokens[(t * racers + j + k) % len(tokens)]
                 items.append((booking_request(token, therapist, start), (therapist, start)))
     return Stream(items, cycle=False, ledger=ledger)
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection; responses carry Content-Length (uvicorn, JSON bodies)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(cls, port: int) -> Connection:
-        import socket
-
-        reader, writer = await asyncio.open_connection(HOST, port)
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return cls(reader, writer)
-
-    async def send(self, raw: bytes) -> tuple[int, bytes]:
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        status = int(head[9:12])
-        length = CONTENT_LENGTH.search(head)
-        if length is None:
-            raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
-        body = await self.reader.readexactly(int(length.group(1)))
-        return status, body
-
-    async def close(self) -> None:
-        self.writer.close()
-        with suppress(OSError):
-            await self.writer.wait_closed()
 
 
 def outcome(status: int, body: bytes) -> str:
@@ -710,21 +434,6 @@ def outcome(status: int, body: bytes) -> str:
         return str(status)
     found = PROBLEM_TYPE.search(body)
     return f"{status} {found.group(1).decode() if found else '?'}"
-
-
-def percentiles(latencies_ns: list[int]) -> dict[str, float]:
-    if not latencies_ns:
-        return {}
-    ms = sorted(x / 1e6 for x in latencies_ns)
-    cuts = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
-    return {
-        "p50": round(cuts[49], 3),
-        "p90": round(cuts[89], 3),
-        "p95": round(cuts[94], 3),
-        "p99": round(cuts[98], 3),
-        "max": round(ms[-1], 3),
-        "mean": round(statistics.fmean(ms), 3),
-    }
 
 
 @dataclass
@@ -735,21 +444,68 @@ class Context:
     database: str
 
 
+@dataclass
+class CpuSnapshot:
+    at: float
+    server: int
+    client: float
+    backends: dict[int, int]
+    shared: dict[int, int]
+    cores: dict[str, tuple[int, int]]
+
+
+async def pg_processes(ctx: Context) -> tuple[list[int], list[int]]:
+    """This database's backends, and PostgreSQL's shared processes (WAL writer, checkpointer, ...)."""
+    rows = await ctx.admin.fetch(
+        "SELECT pid, datname, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+    )
+    backends = [r["pid"] for r in rows if r["datname"] == ctx.database and r["application_name"] == "smilingsteps"]
+    return backends, [r["pid"] for r in rows if r["datname"] is None]
+
+
+def snapshot(ctx: Context, backends: list[int], shared: list[int]) -> CpuSnapshot:
+    return CpuSnapshot(
+        at=time.perf_counter(),
+        server=sum(harness.threads_cpu_ns(pid) for pid in ctx.server_pids),
+        client=time.process_time(),
+        backends=harness.process_cpu_ns(backends),
+        shared=harness.process_cpu_ns(shared),
+        cores=harness.cores_busy(),
+    )
+
+
+def cpu_between(before: CpuSnapshot, after: CpuSnapshot, backends_after: list[int]) -> dict[str, Any]:
+    """Seconds of CPU used between two snapshots; backends that appeared meanwhile count from their start."""
+    all_backends = harness.process_cpu_ns(backends_after) | after.backends
+    cores = {}
+    for name, (busy, total) in after.cores.items():
+        busy0, total0 = before.cores.get(name, (busy, total))
+        cores[name] = round((busy - busy0) / max(1, total - total0), 3)
+    return {
+        "server_s": (after.server - before.server) / 1e9,
+        "client_s": after.client - before.client,
+        "pg_backends_s": sum(ns - before.backends.get(pid, 0) for pid, ns in all_backends.items()) / 1e9,
+        "pg_backends": len(all_backends),
+        "pg_shared_s": sum(ns - before.shared.get(pid, ns) for pid, ns in after.shared.items()) / 1e9,
+        "core_busy_fraction": cores,
+    }
+
+
 async def run_phase(
     ctx: Context, kind: str, stream: Stream, connections: int, duration: float, *, record: bool = True
 ) -> dict[str, Any]:
     """`connections` workers send requests from `stream` until `duration` has passed (or it runs dry)."""
-    conns = [await Connection.open(ctx.ports[i % len(ctx.ports)]) for i in range(connections)]
-    pg = await pg_processes(ctx.admin, ctx.database)
+    conns = [await harness.Connection.open(ctx.ports[i % len(ctx.ports)]) for i in range(connections)]
+    backends, shared = await pg_processes(ctx)
     latencies: list[int] = []
     outcomes: Counter[str] = Counter()
     ledger = stream.ledger
-    before = snapshot(ctx.server_pids, pg)
+    before = snapshot(ctx, backends, shared)
     started = time.perf_counter()
     deadline = started + duration
     last_done = started
 
-    async def worker(conn: Connection) -> None:
+    async def worker(conn: harness.Connection) -> None:
         nonlocal last_done
         while time.perf_counter() < deadline:
             item = stream.take()
@@ -765,31 +521,33 @@ async def run_phase(
             last_done = time.perf_counter()
 
     await asyncio.gather(*(worker(conn) for conn in conns))
-    after = snapshot(ctx.server_pids, pg)
-    pg_after = await pg_processes(ctx.admin, ctx.database)
+    after = snapshot(ctx, backends, shared)
+    backends_after, _ = await pg_processes(ctx)
     for conn in conns:
         await conn.close()
     if not record:
         return {}
     elapsed = last_done - started
     requests = len(latencies)
-    cpu = cpu_between(before, after, pg_after)
-    successes = outcomes.get("201", 0) if kind in {"distinct", "contention", "sequential"} else None
-    ok = sum(n for key, n in outcomes.items() if key.startswith("2"))
+    cpu = cpu_between(before, after, backends_after)
+
+    def per(seconds: float, count: int) -> float:
+        return round(seconds * 1e6 / max(1, count), 1)
+
     result: dict[str, Any] = {
         "kind": kind,
         "connections": connections,
         "seconds": round(elapsed, 3),
         "requests": requests,
         "requests_per_second": round(requests / elapsed, 1),
-        "ok_per_second": round(ok / elapsed, 1),
+        "ok_per_second": round(sum(n for key, n in outcomes.items() if key.startswith("2")) / elapsed, 1),
         "outcomes": dict(sorted(outcomes.items())),
-        "latency_ms": percentiles(latencies),
+        "latency_ms": harness.percentiles(latencies),
         "cpu_s": {key: round(value, 4) if isinstance(value, float) else value for key, value in cpu.items()},
-        "server_cpu_us_per_request": round(cpu["server_s"] * 1e6 / max(1, requests), 1),
-        "pg_cpu_us_per_request": round(cpu["pg_backends_s"] * 1e6 / max(1, requests), 1),
-        "pg_shared_cpu_us_per_request": round(cpu["pg_shared_s"] * 1e6 / max(1, requests), 1),
-        "client_cpu_us_per_request": round(cpu["client_s"] * 1e6 / max(1, requests), 1),
+        "server_cpu_us_per_request": per(cpu["server_s"], requests),
+        "pg_cpu_us_per_request": per(cpu["pg_backends_s"], requests),
+        "pg_shared_cpu_us_per_request": per(cpu["pg_shared_s"], requests),
+        "client_cpu_us_per_request": per(cpu["client_s"], requests),
         "server_busy_fraction": round(cpu["server_s"] / elapsed, 3),
         # Cores busy with anything but the server, this database's backends, PostgreSQL's shared processes
         # and this load generator: other work on the (shared) machine; about 0 in a clean run.
@@ -800,10 +558,11 @@ async def run_phase(
         ),
         "pg_busy_fraction": round(cpu["pg_backends_s"] / elapsed, 3),
     }
-    if successes is not None:
+    if kind in {"distinct", "contention", "sequential"}:
+        successes = outcomes.get("201", 0)
         result["bookings_per_second"] = round(successes / elapsed, 1)
-        result["server_cpu_us_per_booking"] = round(cpu["server_s"] * 1e6 / max(1, successes), 1)
-        result["pg_cpu_us_per_booking"] = round(cpu["pg_backends_s"] * 1e6 / max(1, successes), 1)
+        result["server_cpu_us_per_booking"] = per(cpu["server_s"], successes)
+        result["pg_cpu_us_per_booking"] = per(cpu["pg_backends_s"], successes)
     return result
 
 
@@ -816,54 +575,50 @@ async def round_trips(
     url: str, workdir: Path, people: People, starts: list[dt.datetime], variant: str
 ) -> dict[str, Any]:
     """One booking (and one anonymous therapist read) in process, every statement recorded with SQLAlchemy
-    events; the pool's pre-ping (a round trip SQLAlchemy does not report as a statement) is counted too."""
+    events; the checkout ping (a round trip SQLAlchemy does not report as a statement) is counted too."""
     import httpx
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
+    import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
     from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
 
     if variant == "no-pre-ping":
         apply_no_pre_ping_what_if()  # for good, in this process: the last thing the benchmark does with the app
-    env = settings_env(url, workdir, Options(pool_size=2), secrets.token_urlsafe(36))
-    settings = Settings(**env)
-    configure_logging(settings, stream=(workdir / f"inproc-{variant}.log").open("a", encoding="utf-8"))
-    app = create_app(settings)
+    settings = Settings(**settings_env(url, workdir, Options(pool_size=2), secrets.token_urlsafe(36)))
+    app = harness.logged_app(settings, workdir / f"inproc-{variant}.log")
     seen: list[str] = []
     recording = False
 
-    def statement(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+    def note(entry: str) -> None:
         if recording:
-            seen.append(" ".join(sql.split())[:160])
-
-    def marker(name: str) -> Any:
-        def mark(*_: Any) -> None:
-            if recording:
-                seen.append(name)
-
-        return mark
+            seen.append(entry)
 
     listeners = [
-        ("before_cursor_execute", statement),
-        ("begin", marker("BEGIN")),
-        ("commit", marker("COMMIT")),
-        ("rollback", marker("ROLLBACK")),
+        ("before_cursor_execute", lambda _conn, _cursor, sql, *_: note(" ".join(sql.split())[:160])),
+        ("begin", lambda *_: note("BEGIN")),
+        ("commit", lambda *_: note("COMMIT")),
+        ("rollback", lambda *_: note("ROLLBACK")),
     ]
     for name, listener in listeners:
         event.listen(Engine, name, listener)
-    results: dict[str, Any] = {}
+
+    async def recorded(request: Any) -> tuple[Any, list[str]]:
+        nonlocal recording
+        seen.clear()
+        recording = True
+        try:
+            return await request, list(seen)
+        finally:
+            recording = False
+
     try:
         async with app.router.lifespan_context(app):
-            import smilingsteps.platform.db as db  # type: ignore[import-untyped, unused-ignore]
-
-            engine = app.state.runtime.db.engine.sync_engine
+            engine = harness.app_runtime(app).db.engine.sync_engine
             original_ping = engine.dialect.do_ping
 
             def counted_ping(dbapi_connection: Any) -> Any:  # SQLAlchemy's pool_pre_ping (source before 0227c29)
-                if recording:
-                    seen.append("pre-ping (BEGIN; SELECT; ROLLBACK on checkout)")
+                note("pre-ping (BEGIN; SELECT; ROLLBACK on checkout)")
                 return original_ping(dbapi_connection)
 
             engine.dialect.do_ping = counted_ping
@@ -871,8 +626,7 @@ async def round_trips(
                 checkout_ping = db.CheckoutPing.ping
 
                 def counted_checkout_ping(dbapi_connection: Any) -> None:
-                    if recording:
-                        seen.append("ping on checkout (SELECT 1)")
+                    note("ping on checkout (SELECT 1)")
                     checkout_ping(dbapi_connection)
 
                 db.CheckoutPing.ping = staticmethod(counted_checkout_ping)
@@ -885,55 +639,44 @@ async def round_trips(
                 headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
                 runs: list[dict[str, Any]] = []
                 for start in starts:  # the first ones warm caches; the last is reported
-                    seen.clear()
-                    recording = True
-                    response = await client.post(
-                        BOOKINGS_PATH,
-                        json={"therapist_id": str(people.probe_therapist), "starts_at": start.isoformat()},
-                        headers=headers,
-                    )
-                    recording = False
+                    body = {"therapist_id": str(people.probe_therapist), "starts_at": start.isoformat()}
+                    response, statements = await recorded(client.post(BOOKINGS_PATH, json=body, headers=headers))
                     runs.append(
                         {
                             "status": response.status_code,
-                            "statements": list(seen),
+                            "statements": statements,
                             **({"body": response.text[:500]} if response.status_code != 201 else {}),
                         }
                     )
-                seen.clear()
-                recording = True
-                read = await client.get(f"{API}/therapists/{people.probe_therapist}")
-                recording = False
-                read_statements = list(seen)
-            results = {
-                "booking": {
-                    "status": runs[-1]["status"],
-                    **({"body": runs[-1]["body"]} if "body" in runs[-1] else {}),
-                    "round_trips": len(runs[-1]["statements"]),
-                    "statements": runs[-1]["statements"],
-                    "round_trips_per_run": [len(r["statements"]) for r in runs],
-                },
-                "therapist_read": {
-                    "status": read.status_code,
-                    "round_trips": len(read_statements),
-                    "statements": read_statements,
-                },
-                "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: the pool's pre-ping, "
-                "BEGIN (sent by asyncpg as its own message before the first statement), each statement "
-                "(SAVEPOINT / RELEASE included), COMMIT. Not counted: asyncpg's PREPARE on a prepared-statement "
-                "cache miss (once per statement text per connection; warm after the first requests)",
-            }
+                read, read_statements = await recorded(client.get(f"{API}/therapists/{people.probe_therapist}"))
     finally:
         for name, listener in listeners:
             event.remove(Engine, name, listener)
-    return results
+    return {
+        "booking": {
+            "status": runs[-1]["status"],
+            **({"body": runs[-1]["body"]} if "body" in runs[-1] else {}),
+            "round_trips": len(runs[-1]["statements"]),
+            "statements": runs[-1]["statements"],
+            "round_trips_per_run": [len(r["statements"]) for r in runs],
+        },
+        "therapist_read": {
+            "status": read.status_code,
+            "round_trips": len(read_statements),
+            "statements": read_statements,
+        },
+        "note": "one entry per round trip to PostgreSQL, as SQLAlchemy sees them: the pool's pre-ping, "
+        "BEGIN (sent by asyncpg as its own message before the first statement), each statement "
+        "(SAVEPOINT / RELEASE included), COMMIT. Not counted: asyncpg's PREPARE on a prepared-statement "
+        "cache miss (once per statement text per connection; warm after the first requests)",
+    }
 
 
 # --------------------------------------------------------------------------
 # py-spy: where the server's CPU goes during distinct-slot bookings
 # --------------------------------------------------------------------------
 
-CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+CATEGORIES: profiling.Layers = [
     ("asyncpg (driver)", ("asyncpg/", "asyncpg.protocol", "asyncpg/pgproto")),
     ("SQLAlchemy (ORM, unit of work, SQL compilation, result rows)", ("sqlalchemy/",)),
     ("pydantic (request/response models)", ("pydantic/", "pydantic_core")),
@@ -945,6 +688,8 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("FastAPI / Starlette (routing, dependencies, middleware plumbing)", ("fastapi/", "starlette/")),
     ("uvicorn, httptools, asyncio, uvloop", ("uvicorn/", "httptools", "asyncio/", "uvloop")),
 ]
+OTHER = "other (interpreter, stdlib, GC)"
+EXECUTING = ("sqlalchemy/orm/session.py", "sqlalchemy/ext/asyncio/", "sqlalchemy/engine/", "sqlalchemy/orm/loading")
 
 
 def categorise(frames: list[str]) -> str:
@@ -953,10 +698,7 @@ def categorise(frames: list[str]) -> str:
         for name, markers in CATEGORIES:
             if any(marker in frame for marker in markers):
                 return name
-    return "other (interpreter, stdlib, GC)"
-
-
-EXECUTING = ("sqlalchemy/orm/session.py", "sqlalchemy/ext/asyncio/", "sqlalchemy/engine/", "sqlalchemy/orm/loading")
+    return OTHER
 
 
 def sqlalchemy_part(frames: list[str]) -> str:
@@ -971,62 +713,47 @@ async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdi
     assert options.py_spy is not None
     out = workdir / "pyspy.txt"
     seconds = int(options.profile_seconds)
-    command = [
-        *pin(options.client_cpu, options),
-        *options.py_spy,
-        "record",
-        "--pid",
-        str(ctx.server_pids[0]),  # with --instances N, the first instance only
-        "--rate",
-        "200",
-        "--duration",
-        str(seconds),
-        "--format",
-        "raw",
-        "--threads",
-        "--output",
-        str(out),
-    ]
+    # With --instances N, the first instance only.
+    command = profiling.py_spy_record(options.py_spy, ctx.server_pids[0], out, rate=200, seconds=seconds, threads=True)
     spy = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *options.taskset(options.client_cpu), *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     await asyncio.sleep(1.0)  # py-spy attaches
     phase = await run_phase(ctx, "distinct", stream, options.connections, seconds - 1.5)
     spy_output, _ = await spy.communicate()
     if spy.returncode != 0 or not out.exists():
         return {"error": spy_output.decode(errors="replace")[-2000:]}
-    by_category: Counter[str] = Counter()
-    by_leaf: Counter[str] = Counter()
-    by_root: Counter[str] = Counter()
-    by_function: Counter[str] = Counter()
-    by_thread: Counter[str] = Counter()
-    sqlalchemy_parts: Counter[str] = Counter()
+    counters: dict[str, Counter[str]] = {
+        name: Counter() for name in ("layer", "leaf", "root", "function", "thread", "sa")
+    }
     total = 0
-    for line in out.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        count = int(count_text)
-        thread, *frames = stack.split(";")
-        by_thread[re.sub(r"^thread \(\d+\): ", "", thread)] += count
+    for (thread, *frames), count in profiling.collapsed(out):
+        counters["thread"][re.sub(r"^thread \(\d+\): ", "", thread)] += count
         # The event loop's thread only: the thread pool's idle workers are sampled as if busy,
         # and /proc shows the loop's thread doing all the server's work.
         if not thread.endswith("MainThread") or not frames:
             continue
         total += count
         layer = categorise(frames)
-        by_category[layer] += count
+        counters["layer"][layer] += count
         if layer.startswith("SQLAlchemy"):
-            sqlalchemy_parts[sqlalchemy_part(frames)] += count
-        by_leaf[frames[-1]] += count
-        by_root[frames[0]] += count
+            counters["sa"][sqlalchemy_part(frames)] += count
+        counters["leaf"][frames[-1]] += count
+        counters["root"][frames[0]] += count
         # Inclusive: each of our own functions once per sample it is on the stack of.
-        for frame in {f for f in frames if "smilingsteps/" in f}:
-            by_function[re.sub(r":\d+\)$", ")", frame)] += count
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in frames if "smilingsteps/" in f}:
+            counters["function"][frame] += count
     us = phase.get("server_cpu_us_per_booking", 0.0)
+
+    def rows(name: str, key: str, top: int | None = None, *, with_us: bool = True) -> list[dict[str, Any]]:
+        return [
+            {key: f, "share": round(n / total, 4), **({"us_per_booking": round(us * n / total, 1)} if with_us else {})}
+            for f, n in counters[name].most_common(top)
+        ]
+
     return {
         "samples_event_loop_thread": total,
-        "samples_by_thread": dict(by_thread.most_common()),
+        "samples_by_thread": dict(counters["thread"].most_common()),
         "phase": phase,
         "method": "py-spy record --rate 200 --threads on the server during a distinct-slot phase, event-loop "
         "thread only (the only busy thread by /proc). Python frames only: time in C extensions is charged to "
@@ -1034,20 +761,11 @@ async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdi
         "ran it). Each sample goes to the innermost frame of a known layer; see us_basis. SQLAlchemy's ORM "
         "work runs in greenlets whose stacks do not link back to the awaiting code, so the inclusive figures "
         "of our functions leave out most of the ORM work of their queries (see roots).",
-        "layers": [
-            {"layer": name, "share": round(n / total, 4), "us_per_booking": round(us * n / total, 1)}
-            for name, n in by_category.most_common()
-        ],
-        "sqlalchemy_split": [
-            {"part": part, "share": round(n / total, 4), "us_per_booking": round(us * n / total, 1)}
-            for part, n in sqlalchemy_parts.most_common()
-        ],
-        "roots": [{"frame": f, "share": round(n / total, 4)} for f, n in by_root.most_common(10)],
-        "top_leaf_frames": [{"frame": f, "share": round(n / total, 4)} for f, n in by_leaf.most_common(25)],
-        "inclusive_smilingsteps": [
-            {"frame": f, "share": round(n / total, 4), "us_per_booking": round(us * n / total, 1)}
-            for f, n in by_function.most_common(30)
-        ],
+        "layers": rows("layer", "layer"),
+        "sqlalchemy_split": rows("sa", "part"),
+        "roots": rows("root", "frame", 10, with_us=False),
+        "top_leaf_frames": rows("leaf", "frame", 25, with_us=False),
+        "inclusive_smilingsteps": rows("function", "frame", 30),
     }
 
 
@@ -1056,30 +774,30 @@ async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdi
 # --------------------------------------------------------------------------
 
 
-def now_iso() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def median_of(rows: list[dict[str, Any]], key: str) -> float:
-    values = [r[key] for r in rows if key in r]
-    return round(statistics.median(values), 1) if values else float("nan")
-
-
 def summarise(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     mine = [r for r in runs if r["kind"] == kind]
+
+    def median_of(rows: list[dict[str, Any]], key: str, digits: int = 1) -> float:
+        values = [r[key] for r in rows if key in r]
+        return round(round(statistics.median(values), 1), digits) if values else float("nan")
+
+    latencies = [r["latency_ms"] for r in mine]
     summary: dict[str, Any] = {
         "rounds": len(mine),
         "requests_per_second": median_of(mine, "requests_per_second"),
         "rounds_requests_per_second": [r["requests_per_second"] for r in mine],
-        "p50_ms": median_of([r["latency_ms"] for r in mine], "p50"),
-        "p95_ms": median_of([r["latency_ms"] for r in mine], "p95"),
-        "p99_ms": median_of([r["latency_ms"] for r in mine], "p99"),
-        "server_cpu_us_per_request": median_of(mine, "server_cpu_us_per_request"),
-        "pg_cpu_us_per_request": median_of(mine, "pg_cpu_us_per_request"),
-        "pg_shared_cpu_us_per_request": median_of(mine, "pg_shared_cpu_us_per_request"),
-        "client_cpu_us_per_request": median_of(mine, "client_cpu_us_per_request"),
-        "server_busy_fraction": median_of(mine, "server_busy_fraction"),
-        "pg_busy_fraction": median_of(mine, "pg_busy_fraction"),
+        **{f"{p}_ms": median_of(latencies, p, 2) for p in ("p50", "p95", "p99")},
+        **{
+            key: median_of(mine, key)
+            for key in (
+                "server_cpu_us_per_request",
+                "pg_cpu_us_per_request",
+                "pg_shared_cpu_us_per_request",
+                "client_cpu_us_per_request",
+                "server_busy_fraction",
+                "pg_busy_fraction",
+            )
+        },
         "other_load_cores_max": max((r["other_load_cores"] for r in mine), default=float("nan")),
         "outcomes": dict(sum((Counter(r["outcomes"]) for r in mine), Counter())),
     }
@@ -1088,44 +806,26 @@ def summarise(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
         summary["rounds_bookings_per_second"] = [r["bookings_per_second"] for r in mine]
         summary["server_cpu_us_per_booking"] = median_of(mine, "server_cpu_us_per_booking")
         summary["pg_cpu_us_per_booking"] = median_of(mine, "pg_cpu_us_per_booking")
-    for key in ("p50_ms", "p95_ms", "p99_ms"):
-        summary[key] = round(summary[key], 2)
     return summary
 
 
-async def benchmark(options: Options, workdir: Path) -> dict[str, Any]:
-    import asyncpg  # type: ignore[import-untyped, unused-ignore]
-
-    from smilingsteps.platform import migrate  # type: ignore[import-untyped, unused-ignore]
-
-    report: dict[str, Any] = {}
-    name = await create_database(options.admin_url)
-    url = database_url_for(options.admin_url, name)
-    report["database"] = {"name": name, "dropped": False}
-    print(f"database {name}", flush=True)
-    try:
-        await asyncio.to_thread(migrate.upgrade, url)
-        people = await populate(url, options)
-        # One secret for both servers: the tokens of the set-up stay valid for the what-if server.
-        env = settings_env(url, workdir, options, secrets.token_urlsafe(36))
-        report["server_settings"] = {k: v for k, v in env.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
-        admin = await asyncpg.connect(database_url_for(options.admin_url, name, driver="postgresql"))
-        try:
-            report["postgres"] = {
-                "version": await admin.fetchval("SHOW server_version"),
-                **{
-                    setting: await admin.fetchval(f"SHOW {setting}")
-                    for setting in ("synchronous_commit", "fsync", "shared_buffers", "max_connections")
-                },
-            }
-            report.update(await measure(options, workdir, env, admin, name, url, people))
-        finally:
-            await admin.close()
-    finally:
-        await drop_database(options.admin_url, name)
-        report["database"]["dropped"] = True
-        print(f"dropped {name}", flush=True)
-    return report
+def headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    summary = {kind: summarise(runs, kind) for kind in ("distinct", "contention", "read", "health")}
+    distinct = summary["distinct"]
+    return {
+        "summary": summary,
+        "ratios": {
+            "distinct_bookings_per_read": round(
+                distinct["bookings_per_second"] / summary["read"]["requests_per_second"], 3
+            ),
+            "distinct_bookings_per_health": round(
+                distinct["bookings_per_second"] / summary["health"]["requests_per_second"], 3
+            ),
+            "contention_requests_per_distinct_request": round(
+                summary["contention"]["requests_per_second"] / distinct["requests_per_second"], 3
+            ),
+        },
+    }
 
 
 @dataclass
@@ -1144,10 +844,14 @@ async def prepare(port: int, people: People, options: Options) -> Workload:
     race_tokens = await asyncio.to_thread(sign_in, port, people.race_clients)
     starts, grid_now = await asyncio.to_thread(slot_grid, port, people.therapists[0])
     distinct_ledger, race_ledger = SlotLedger(), SlotLedger()
-    distinct = distinct_stream(people.therapists, starts, tokens, distinct_ledger)
-    contention = contention_stream(people.race_therapists, starts, race_tokens, options.racers, race_ledger)
-    read = Stream([(get_request(f"{API}/therapists/{t}"), None) for t in people.therapists], cycle=True, ledger=None)
-    health = Stream([(get_request("/health"), None)], cycle=True, ledger=None)
+    streams = {
+        "distinct": booking_stream(people.therapists, starts, tokens, 1, distinct_ledger),
+        "contention": booking_stream(people.race_therapists, starts, race_tokens, options.racers, race_ledger),
+        "read": Stream(
+            [(get_request(f"{API}/therapists/{t}"), None) for t in people.therapists], cycle=True, ledger=None
+        ),
+        "health": Stream([(get_request("/health"), None)], cycle=True, ledger=None),
+    }
     setup = {
         "seconds": round(time.monotonic() - setup_started, 1),
         "therapists_distinct": len(people.therapists),
@@ -1158,63 +862,69 @@ async def prepare(port: int, people: People, options: Options) -> Workload:
         "first_slot": starts[0].isoformat(),
         "last_slot": starts[-1].isoformat(),
         "grid_read_at": grid_now.isoformat(),
-        "distinct_slots_available": len(distinct.items),
-        "contention_slots_available": len(contention.items) // options.racers,
+        "distinct_slots_available": len(streams["distinct"].items),
+        "contention_slots_available": len(streams["contention"].items) // options.racers,
     }
     print(f"set-up: {setup}", flush=True)
-    streams = {"distinct": distinct, "contention": contention, "read": read, "health": health}
     return Workload(streams, distinct_ledger, race_ledger, starts, setup)
 
 
 async def interleaved(ctx: Context, workload: Workload, options: Options, label: str) -> list[dict[str, Any]]:
     """Warm-up per kind, then rounds of every kind, the order rotating."""
     streams = workload.streams
-    kinds = list(streams)
-    for kind in kinds:
+    for kind, stream in streams.items():
         print(f"[{label}] warm-up {kind} {options.warmup} s", flush=True)
-        await run_phase(ctx, kind, streams[kind], options.connections, options.warmup, record=False)
+        await run_phase(ctx, kind, stream, options.connections, options.warmup, record=False)
     runs: list[dict[str, Any]] = []
-    for rnd in range(options.rounds):
-        shift = rnd % len(kinds)
-        for kind in kinds[shift:] + kinds[:shift]:
-            result = await run_phase(ctx, kind, streams[kind], options.connections, options.duration)
-            result["round"] = rnd + 1
-            runs.append(result)
-            rate = result.get("bookings_per_second", result["requests_per_second"])
-            print(
-                f"[{label}] round {rnd + 1} {kind:<11} {result['requests_per_second']:8.1f} req/s {rate:8.1f} ok/s "
-                f"p50 {result['latency_ms']['p50']:7.2f} p99 {result['latency_ms']['p99']:7.2f} ms "
-                f"server {result['server_cpu_us_per_request']:7.1f} pg {result['pg_cpu_us_per_request']:7.1f} "
-                f"µs/req other load {result['other_load_cores']:.2f} cores",
-                flush=True,
-            )
-            if streams["distinct"].remaining == 0 or streams["contention"].remaining == 0:
-                raise RuntimeError("ran out of free slots: add therapists (--therapists / --race-therapists)")
+    for rnd, kind in harness.rounds(list(streams), options.rounds):
+        result = await run_phase(ctx, kind, streams[kind], options.connections, options.duration)
+        result["round"] = rnd
+        runs.append(result)
+        print(
+            f"[{label}] round {rnd} {kind:<11} {result['requests_per_second']:8.1f} req/s "
+            f"{result.get('bookings_per_second', result['requests_per_second']):8.1f} ok/s "
+            f"p50 {result['latency_ms']['p50']:7.2f} p99 {result['latency_ms']['p99']:7.2f} ms "
+            f"server {result['server_cpu_us_per_request']:7.1f} pg {result['pg_cpu_us_per_request']:7.1f} "
+            f"µs/req other load {result['other_load_cores']:.2f} cores",
+            flush=True,
+        )
+        if streams["distinct"].remaining == 0 or streams["contention"].remaining == 0:
+            raise RuntimeError("ran out of free slots: add therapists (--therapists / --race-therapists)")
     return runs
 
 
-def headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    summary = {kind: summarise(runs, kind) for kind in ("distinct", "contention", "read", "health")}
-    distinct_bps = summary["distinct"]["bookings_per_second"]
-    return {
-        "summary": summary,
-        "ratios": {
-            "distinct_bookings_per_read": round(distinct_bps / summary["read"]["requests_per_second"], 3),
-            "distinct_bookings_per_health": round(distinct_bps / summary["health"]["requests_per_second"], 3),
-            "contention_requests_per_distinct_request": round(
-                summary["contention"]["requests_per_second"] / summary["distinct"]["requests_per_second"], 3
-            ),
-        },
-    }
+async def benchmark(options: Options, workdir: Path) -> dict[str, Any]:
+    import asyncpg  # type: ignore[import-untyped, unused-ignore]
+
+    from smilingsteps.platform import migrate  # type: ignore[import-untyped, unused-ignore]
+
+    report: dict[str, Any] = {}
+    async with harness.scratch_database(options.admin_url, "bench_booking") as name:
+        report["database"] = {"name": name, "dropped": False}
+        url = harness.postgres_url(options.admin_url, name)
+        await asyncio.to_thread(migrate.upgrade, url)
+        people = await populate(url, options)
+        # One secret for both servers: the tokens of the set-up stay valid for the what-if server.
+        env = settings_env(url, workdir, options, secrets.token_urlsafe(36))
+        report["server_settings"] = {k: v for k, v in env.items() if k not in {"SECRET_KEY", "DATABASE_URL"}}
+        admin = await asyncpg.connect(harness.postgres_url(options.admin_url, name, driver="postgresql"))
+        try:
+            settings = ("server_version", "synchronous_commit", "fsync", "shared_buffers", "max_connections")
+            shown = {setting: await admin.fetchval(f"SHOW {setting}") for setting in settings}
+            report["postgres"] = {"version": shown.pop("server_version"), **shown}
+            report.update(await measure(options, workdir, env, admin, name, url, people))
+        finally:
+            await admin.close()
+    report["database"]["dropped"] = True
+    return report
 
 
 async def measure(
     options: Options, workdir: Path, env: dict[str, str], admin: Any, name: str, url: str, people: People
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    with running_server(env, workdir, options, "standard") as server:
-        ctx = Context(server.ports, server.pids, admin, name)
-        workload = await prepare(server.port, people, options)
+    async with running_server(env, workdir, options, "standard") as ctx:
+        ctx.admin, ctx.database = admin, name
+        workload = await prepare(ctx.ports[0], people, options)
         distinct = workload.streams["distinct"]
         runs = await interleaved(ctx, workload, options, "standard")
         print(f"sequential bookings {options.sequential} s", flush=True)
@@ -1233,27 +943,25 @@ async def measure(
         for key in ("layers", "sqlalchemy_split", "inclusive_smilingsteps"):
             for row in profile[key]:
                 row["us_per_booking"] = round(row["share"] * base, 1)
-    result.update(
-        {
-            "setup": workload.setup,
-            "summary": main["summary"],
-            "sequential": sequential,
-            "target": {
-                "bookings_per_second": TARGET_BOOKINGS_PER_SECOND,
-                "measure": "median over rounds of successful (201) bookings per second, distinct slots",
-                "distinct_bookings_per_second": distinct_bps,
-                "met": distinct_bps >= TARGET_BOOKINGS_PER_SECOND,
-                "contention_bookings_per_second": main["summary"]["contention"]["bookings_per_second"],
-            },
-            "ratios": main["ratios"],
-            "profile": profile,
-            "runs": runs,
-        }
-    )
+    result: dict[str, Any] = {
+        "setup": workload.setup,
+        "summary": main["summary"],
+        "sequential": sequential,
+        "target": {
+            "bookings_per_second": TARGET_BOOKINGS_PER_SECOND,
+            "measure": "median over rounds of successful (201) bookings per second, distinct slots",
+            "distinct_bookings_per_second": distinct_bps,
+            "met": distinct_bps >= TARGET_BOOKINGS_PER_SECOND,
+            "contention_bookings_per_second": main["summary"]["contention"]["bookings_per_second"],
+        },
+        "ratios": main["ratios"],
+        "profile": profile,
+        "runs": runs,
+    }
     what_if_runs: list[dict[str, Any]] = []
     if options.what_if:
-        with running_server(env, workdir, options, "no-pre-ping") as server:
-            ctx = Context(server.ports, server.pids, admin, name)
+        async with running_server(env, workdir, options, "no-pre-ping") as ctx:
+            ctx.admin, ctx.database = admin, name
             what_if_runs = await interleaved(ctx, workload, options, "no-pre-ping")
     print("in process: round trips of one booking", flush=True)
     probe_starts = workload.starts[: len(workload.starts) // 2 : 24]  # days apart, the probe therapist only
@@ -1293,54 +1001,24 @@ def server_errors(log_file: Path) -> dict[str, Any]:
             except ValueError:
                 counts["unparsed"] += 1
                 continue
-            text = str(event.get("exception", ""))
-            last = text.strip().splitlines()[-1] if text.strip() else ""
-            counts[f"{event.get('event')}: {last[:200]}"] += 1
+            text = str(event.get("exception", "")).strip()
+            counts[f"{event.get('event')}: {text.splitlines()[-1][:200] if text else ''}"] += 1
             if len(examples) < 2:
-                examples.append(text[-4000:])
+                examples.append(str(event.get("exception", ""))[-4000:])
     return {"lines": sum(counts.values()), "by_event": dict(counts.most_common()), "examples": examples}
 
 
-def machine() -> dict[str, Any]:
-    info = common.machine()
-    info["cpu_model_proc_cpuinfo"] = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    info["versions"].update(
-        {name: common._version(name) for name in ("sqlalchemy", "asyncpg", "argon2-cffi", "PyJWT", "jinja2")}
-    )
-    return info
-
-
-def source_info() -> dict[str, Any]:
-    return common.measured_source(
-        (
-            "bookings/router.py",
-            "bookings/service.py",
-            "bookings/repository.py",
-            "therapists/service.py",
-            "therapists/repository.py",
-            "therapists/slots.py",
-            "notifications/service.py",
-            "platform/db.py",
-        )
-    )
-
-
 def print_report(report: dict[str, Any]) -> None:
-    summary = report["summary"]
-    print(f"\n{'':<11}{'req/s':>9}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'server µs':>11}{'pg µs':>9}")
-    for kind, row in summary.items():
-        ok = row.get("bookings_per_second", row["requests_per_second"])
-        print(
-            f"{kind:<11}{row['requests_per_second']:>9.1f}{ok:>9.1f}{row['p50_ms']:>9.2f}{row['p95_ms']:>9.2f}"
-            f"{row['p99_ms']:>9.2f}{row['server_cpu_us_per_request']:>11.1f}{row['pg_cpu_us_per_request']:>9.1f}"
+    def row(kind: str, values: dict[str, Any]) -> str:
+        ok = values.get("bookings_per_second", values["requests_per_second"])
+        return (
+            f"{kind:<11}{values['requests_per_second']:>9.1f}{ok:>9.1f}{values['p50_ms']:>9.2f}{values['p95_ms']:>9.2f}"
+            f"{values['p99_ms']:>9.2f}{values['server_cpu_us_per_request']:>11.1f}{values['pg_cpu_us_per_request']:>9.1f}"
         )
+
+    print(f"\n{'':<11}{'req/s':>9}{'ok/s':>9}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'server µs':>11}{'pg µs':>9}")
+    for kind, values in report["summary"].items():
+        print(row(kind, values))
     seq = report["sequential"]
     print(
         f"sequential: {seq['bookings_per_second']:.1f} bookings/s, p50 {seq['latency_ms']['p50']:.2f} ms, "
@@ -1356,30 +1034,19 @@ def print_report(report: dict[str, Any]) -> None:
     print("round trips per booking: " + ", ".join(f"{k} {v['booking']['round_trips']}" for k, v in trips.items()))
     what_if = report.get("what_if_no_pre_ping")
     if what_if:
-        for kind, row in what_if["summary"].items():
-            ok = row.get("bookings_per_second", row["requests_per_second"])
-            print(
-                f"what-if no pre-ping {kind:<4}{row['requests_per_second']:>9.1f}{ok:>9.1f} ok/s "
-                f"p50 {row['p50_ms']:.2f} "
-                f"p99 {row['p99_ms']:.2f} ms server {row['server_cpu_us_per_request']:.1f} µs"
-            )
+        for kind, values in what_if["summary"].items():
+            print(f"what-if no pre-ping {row(kind, values)}")
         ratio = what_if["distinct_bookings_per_second_vs_standard"]
         print(f"what-if no pre-ping / standard, distinct bookings/s: {ratio}")
     print(f"checks: {json.dumps(report['checks'])}")
     if report.get("profile") and "layers" in report["profile"]:
-        for row in report["profile"]["layers"]:
-            print(f"  {row['share'] * 100:5.1f} %  {row['us_per_booking']:7.1f} µs  {row['layer']}")
+        for layer in report["profile"]["layers"]:
+            print(f"  {layer['share'] * 100:5.1f} %  {layer['us_per_booking']:7.1f} µs  {layer['layer']}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--serve", choices=VARIANTS, help="run one server (used by the benchmark itself)")
-    parser.add_argument("--port", type=int, help="port for --serve (127.0.0.1 only)")
-    parser.add_argument("--workdir", type=Path, help="scratch directory for --serve")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent connections (default 64)")
-    parser.add_argument("--duration", type=float, default=8.0, help="seconds per measured phase (default 8)")
-    parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per kind (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser = harness.parser(__doc__, serve=VARIANTS)
+    harness.add_load_arguments(parser, duration=8.0, warmup=2.0, rounds=3, connections=64, number=float)
     parser.add_argument("--sequential", type=float, default=4.0, help="seconds of one-connection bookings (4)")
     parser.add_argument("--racers", type=int, default=8, help="contention: requests per slot (default 8)")
     parser.add_argument("--therapists", type=int, default=40, help="distinct-slot therapists (default 40)")
@@ -1403,26 +1070,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-what-if", action="store_true", help="skip the what-if server (no pool pre-ping)")
     parser.add_argument("--profile-seconds", type=float, default=12.0, help="py-spy recording length (12)")
-    parser.add_argument(
-        "--tmp-root", default=common.default_tmp_root(), help="scratch directory root (default: /dev/shm when present)"
-    )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
-    parser.add_argument(
-        "--ref", help="measure this commit's src/ (git archive), not the working tree (which others may be editing)"
-    )
+    harness.add_output_arguments(parser, harness.RESULTS_DIR / "booking_throughput.json")
+    harness.add_ref_argument(parser)
     args = parser.parse_args(argv)
-
-    if args.serve:
-        if args.port is None or args.workdir is None:
-            parser.error("--serve needs --port and --workdir")
+    if harness.check_serve(parser, args):
         serve(args.port, args.workdir, args.serve)
         return 0
-    cpus = sorted(os.sched_getaffinity(0))
-    options = Options(
-        connections=args.connections,
-        duration=args.duration,
-        warmup=args.warmup,
-        rounds=args.rounds,
+    options = Options.from_args(
+        args,
         sequential=args.sequential,
         racers=args.racers,
         therapists=args.therapists,
@@ -1433,54 +1088,34 @@ def main(argv: list[str] | None = None) -> int:
         py_spy=shlex.split(args.py_spy) if args.py_spy else None,
         profile_seconds=args.profile_seconds,
         what_if=not args.no_what_if,
-        server_cpu=cpus[0],
-        client_cpu=cpus[1] if len(cpus) > 1 else cpus[0],
-        pinned=len(cpus) > 1 and args.instances == 1,
-        tmp_root=args.tmp_root,
         instances=args.instances,
     )
-    database_url_for(options.admin_url, "check")  # loopback only
+    options.pinned = options.pinned and args.instances == 1
+    harness.postgres_url(options.admin_url, "check")  # loopback only
     import uvloop
 
-    exported = tempfile.TemporaryDirectory(prefix="booking-bench-src-")
-    if args.ref:
-        common.use_ref(args.ref, Path(exported.name))  # here and, through PYTHONPATH, in the servers
-    started = time.monotonic()
-    report: dict[str, Any] = {
-        "benchmark": "Booking creation throughput on PostgreSQL: distinct slots and contention",
-        "generated_at": now_iso(),
-        "machine": machine(),
-        "source": source_info(),
-        "command": " ".join(
-            [
-                ".tools/bin/uv run --frozen python bench/booking_throughput.py",
-                *(argv if argv is not None else sys.argv[1:]),
-            ]
-        ),
-        "options": {
-            key: value for key, value in vars(options).items() if key not in {"admin_url", "tmp_root", "py_spy"}
-        },
-        "load_average_at_start": os.getloadavg(),
-    }
-    before = os.sched_getaffinity(0)
-    if options.pinned:
-        os.sched_setaffinity(0, {options.client_cpu})  # the load generator; the server goes to the other core
-    try:
+    with harness.source_of(args.ref):  # here and, through PYTHONPATH, in the servers
+        started = time.monotonic()
+        report: dict[str, Any] = {
+            "benchmark": "Booking creation throughput on PostgreSQL: distinct slots and contention",
+            "generated_at": harness.now_iso(),
+            "machine": harness.machine(("sqlalchemy", "asyncpg", "argon2-cffi", "PyJWT", "jinja2"), proc_cpuinfo=True),
+            "source": harness.measured_source(SOURCE_FILES),
+            "command": harness.command_line("booking_throughput.py", argv),
+            "options": {k: v for k, v in vars(options).items() if k not in {"admin_url", "tmp_root", "py_spy"}},
+            "load_average_at_start": os.getloadavg(),
+        }
+        # The load generator on its core; the server goes to the other one.
         with (
+            options.this_process_on(options.client_cpu),
             tempfile.TemporaryDirectory(prefix="booking-bench-", dir=options.tmp_root) as tmp,
             asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
         ):
             report.update(runner.run(benchmark(options, Path(tmp))))
-    finally:
-        os.sched_setaffinity(0, before)
-        exported.cleanup()
     report["load_average_at_end"] = os.getloadavg()
     report["elapsed_seconds"] = round(time.monotonic() - started, 1)
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    harness.write_json(args.out, report)
     print_report(report)
-    print(f"\nwritten {out.relative_to(BENCH_DIR.parent) if out.is_relative_to(BENCH_DIR.parent) else out}")
     return 0
 
 

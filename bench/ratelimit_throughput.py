@@ -1,29 +1,24 @@
 """Rate limiting: requests per second of a limited endpoint, Redis backend vs limiting off.
 
-Three servers run the full app (``smilingsteps.app.create_app``), each in its own
-process on a free 127.0.0.1 port, with the health benchmark's uvicorn settings
-(httptools + uvloop, one process, no access log, no Server header, lifespan on):
+Measures three servers of the full app (``create_app``), each its own process on a free 127.0.0.1
+port with the harness's uvicorn settings on the production server class:
 
 * ``off``    - ``RATE_LIMITS_ENABLED=false``: no RateLimitMiddleware at all,
-* ``redis``  - ``REDIS_URL=redis://127.0.0.1:6379/0``, a unique ``REDIS_KEY_PREFIX``
-  per run and a quota so large that nothing is ever denied,
+* ``redis``  - ``REDIS_URL=redis://127.0.0.1:6379/0``, a unique ``REDIS_KEY_PREFIX`` per run and a
+  quota so large that nothing is ever denied,
 * ``memory`` - the in-process backend (no ``REDIS_URL``), same quota, for reference.
 
-All three set ``TRUSTED_PROXIES=127.0.0.1/32``, so ``X-Forwarded-For`` from wrk
-names the client. ``wrk`` (1 thread, 32 connections) loads ``GET /api/v1`` (the
-API index, class ``api``) in two variants:
+All three set ``TRUSTED_PROXIES=127.0.0.1/32``. ``wrk`` (1 thread, 32 connections) loads
+``GET /api/v1`` (the API index, class ``api``) in two variants: ``one-key`` (plain wrk: every
+request from 127.0.0.1, ONE limiter key) and ``many-keys`` (a wrk Lua script sends
+``X-Forwarded-For: 10.x.y.z``, random per request: nearly every request has its own key).
 
-* ``one-key``   - plain wrk: every request comes from 127.0.0.1, so all of them
-  hit ONE limiter key (the worst case for a single hot key),
-* ``many-keys`` - a wrk Lua script sends ``X-Forwarded-For: 10.x.y.z`` with a new
-  random address per request, so nearly every request has its own key.
-
-Rounds are interleaved; the statistic is the median rps. The servers are pinned
-to CPU 0; wrk and redis-server share CPU 1 (redis-server's affinity is set with
-``taskset -a -p`` for the run and restored afterwards; ``--no-pin-redis`` leaves
-it alone). The run checks that every response was 200 (wrk and the servers'
-access logs), how often the Redis server fell back to memory, and that Redis
-really received the keys (counted with ``redis-cli --scan`` and then deleted).
+Rounds are interleaved; the statistic is the median rps. The servers are pinned to CPU 0; wrk and
+redis-server share CPU 1 (redis-server's affinity is set with ``taskset -a -p`` for the run and
+restored; ``--no-pin-redis`` leaves it alone). The run checks that every response was 200 (wrk and
+the access logs), how often the Redis server fell back to memory, and that Redis received the keys
+(counted with ``redis-cli --scan``, then deleted). ``--py-spy`` profiles the live ``off`` and
+``redis`` servers and reads batch sizes from a probe; ``--what-if`` measures monkeypatched changes.
 
 Usage (from the repository root; bench/README.md has the details)::
 
@@ -32,53 +27,41 @@ Usage (from the repository root; bench/README.md has the details)::
     .venv/bin/python bench/ratelimit_throughput.py --what-if --duration 6   # monkeypatched what-ifs, ~2.5 min
     .venv/bin/python bench/ratelimit_throughput.py --serve redis --port 8001 --workdir /tmp/x --prefix p
 
-Results: ``bench/results/ratelimit_throughput.json``, ``ratelimit_pyspy.json`` (its µs
-use the benchmark's JSON, so run the benchmark first) and ``ratelimit_whatif.json``.
-
-smilingsteps ships no ``py.typed`` marker, so its imports here carry
-``type: ignore[import-untyped, unused-ignore]``.
+Results: ``bench/results/ratelimit_throughput.json``, ``ratelimit_pyspy.json`` (its µs use the
+benchmark's JSON, so run the benchmark first) and ``ratelimit_whatif.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import http.client
 import json
 import math
-import os
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import health_overhead as common  # bench/health_overhead.py: uvicorn settings, wrk parsing, machine facts
+import harness
+import profiling
 
-HOST = common.HOST  # loopback only, always
 PATH = "/api/v1"
 KINDS = ("off", "redis", "memory")
 VARIANTS = ("one-key", "many-keys")
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TARGET_RATIO = 0.80
 TRUSTED_PROXIES = "127.0.0.1/32"
-# 1e8 requests per ~1096 years: GCRA never denies (a burst of up to 1e8 is allowed), and the
-# emission interval is 345.6 s, so every key Redis stores lives (TTL) long enough to be counted
-# after the run. 100000000/1h never denies either, but its keys expire after ~1 ms. The Lua
-# script does the same GET + SET PX either way.
-DEFAULT_RATE = "100000000/400000d"
-BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+# Never denied, and every key outlives the run so it can be counted (harness.NEVER_DENY). The
+# issue's 100000000/1h never denies either, but its keys expire after ~1 ms; the Lua script does
+# the same GET + SET PX either way.
+DEFAULT_RATE = harness.NEVER_DENY
 STATS_SIGNAL = signal.SIGUSR1  # asks the batch probe to write its counters
 
 # A different client per request: X-Forwarded-For 10.x.y.z (x, y in 0..255, z in 1..254).
@@ -93,41 +76,24 @@ end
 XFF_ADDRESSES = 256 * 256 * 254
 
 
+@dataclass
+class Options(harness.Load):
+    pin_redis: bool = True
+    rate: str = DEFAULT_RATE
+    prefix: str = field(default_factory=lambda: f"bench-rl-{secrets.token_hex(4)}")
+
+
 # --------------------------------------------------------------------------
-# The servers
+# The servers, and what-ifs patched into one server's process
 # --------------------------------------------------------------------------
-
-
-def server_name(kind: str, tweaks: tuple[str, ...] = ()) -> str:
-    return "+".join((kind, *tweaks))
-
-
-def settings_for(kind: str, workdir: Path, prefix: str, rate: str, name: str) -> Any:
-    from smilingsteps.config import Settings  # type: ignore[import-untyped, unused-ignore]
-
-    limited = kind != "off"
-    return Settings(
-        APP_ENV="test",
-        DATABASE_URL=f"sqlite+aiosqlite:///{(workdir / f'{name}.db').as_posix()}",
-        SECRET_KEY=secrets.token_urlsafe(36),  # 48 characters
-        LOG_FORMAT="json",
-        LOG_LEVEL="info",
-        LOG_DIR=None,
-        TRUSTED_PROXIES=TRUSTED_PROXIES,
-        RATE_LIMITS_ENABLED=limited,
-        REDIS_URL=REDIS_URL if kind in ("redis", "redis-probe") else None,
-        REDIS_KEY_PREFIX=prefix,
-        RATE_LIMIT_API=rate,
-    )
 
 
 def install_batch_probe(stats_file: Path) -> None:
     """Record every batch RedisBackend sends (one pipelined round trip each) and every GC pass.
 
-    Used only by the `redis-probe` server, never by the measured ones: a wrapper
-    around `RedisBackend._send` (size and duration of each batch) and a
-    `gc.callbacks` timer. On SIGUSR1 the process writes what it saw since the
-    previous signal to `stats_file` and starts over.
+    Used only by the `redis-probe` server, never by the measured ones: a wrapper around
+    `RedisBackend._send` (size and duration of each batch) and a `gc.callbacks` timer. On SIGUSR1
+    the process writes what it saw since the previous signal to `stats_file` and starts over.
     """
     import gc
 
@@ -199,6 +165,20 @@ TWEAKS: dict[str, str] = {
     "cached-loop": "asyncio.get_running_loop() answered from a per-thread cache; on Python 3.11 each call "
     "makes a getpid() system call (3.12 dropped it, cpython#100363)",
 }
+WHAT_IF: tuple[tuple[str, ...], ...] = (
+    ("no-socket-timeout",),
+    ("gc-freeze",),
+    ("cached-loop",),
+    ("no-socket-timeout", "gc-freeze", "cached-loop"),
+)
+
+
+def applicable(tweak: str) -> bool:
+    """Whether the measured source has what `tweak` changes: `no-socket-timeout` needs the redis-py
+    client (before 9c43c96, which gave RedisBackend its own RESP client with one timer per batch)."""
+    from smilingsteps.platform.ratelimit import redis_backend  # type: ignore[import-untyped, unused-ignore]
+
+    return tweak != "no-socket-timeout" or not hasattr(redis_backend, "RespClient")
 
 
 def apply_tweaks(tweaks: tuple[str, ...]) -> None:
@@ -208,6 +188,8 @@ def apply_tweaks(tweaks: tuple[str, ...]) -> None:
 
     import uvicorn
 
+    if not all(map(applicable, tweaks)):
+        raise SystemExit(f"not applicable to this source: {[t for t in tweaks if not applicable(t)]}")
     if "no-socket-timeout" in tweaks:
         from smilingsteps.platform.ratelimit import redis_backend  # type: ignore[import-untyped, unused-ignore]
 
@@ -241,140 +223,49 @@ def apply_tweaks(tweaks: tuple[str, ...]) -> None:
         asyncio.events.get_running_loop = cached_running_loop
 
 
+def server_name(kind: str, tweaks: tuple[str, ...] = ()) -> str:
+    return "+".join((kind, *tweaks))
+
+
 def serve(kind: str, port: int, workdir: Path, prefix: str, rate: str, tweaks: tuple[str, ...] = ()) -> None:
-    """Run one server in this process until SIGTERM."""
-    import uvicorn
-
-    from smilingsteps.app import create_app  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.logging import configure_logging  # type: ignore[import-untyped, unused-ignore]
-    from smilingsteps.platform.server import DrainingServer  # type: ignore[import-untyped, unused-ignore]
-
+    """Run one server in this process until SIGTERM (the production server class)."""
     name = server_name(kind, tweaks)
-    settings = settings_for(kind, workdir, prefix, rate, name)
-    configure_logging(settings, stream=(workdir / f"{name}-app.log").open("a", encoding="utf-8"))
     if kind == "redis-probe":
         install_batch_probe(workdir / f"{name}-batches.json")
     apply_tweaks(tweaks)
-    app = create_app(settings)
-    # The production server class (graceful drain, gc.freeze after start-up), with
-    # the same uvicorn settings for every variant.
-    config = uvicorn.Config(app, host=HOST, port=port, **common.UVICORN_SETTINGS)
-    DrainingServer(config, drain=lambda: None, delay=0).run()
+    settings = harness.sqlite_settings(
+        workdir / f"{name}.db",
+        TRUSTED_PROXIES=TRUSTED_PROXIES,
+        RATE_LIMITS_ENABLED=kind != "off",
+        REDIS_URL=REDIS_URL if kind in ("redis", "redis-probe") else None,
+        REDIS_KEY_PREFIX=prefix,
+        RATE_LIMIT_API=rate,
+    )
+    harness.run_uvicorn(harness.logged_app(settings, workdir / f"{name}-app.log"), port)
 
 
-# --------------------------------------------------------------------------
-# Orchestration
-# --------------------------------------------------------------------------
-
-
-@dataclass
-class Options:
-    duration: int = 8
-    warmup: int = 2
-    rounds: int = 3
-    connections: int = 32
-    server_cpu: int = 0
-    wrk_cpu: int = 1
-    pinned: bool = True
-    pin_redis: bool = True
-    rate: str = DEFAULT_RATE
-    tmp_root: str | None = None
-    prefix: str = field(default_factory=lambda: f"bench-rl-{secrets.token_hex(4)}")
-
-
-@dataclass
-class Server:
-    kind: str
-    name: str  # the kind, plus any what-if tweaks
-    port: int
-    process: subprocess.Popen[bytes]
-    output: Path
-    workdir: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}{PATH}"
-
-    @property
-    def label(self) -> str:
-        return self.name
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / f"{self.name}-app.log"
-
-
-@dataclass
-class WrkRun:
-    kind: str
-    variant: str
-    round: int
-    rps: float
-    requests: int
-    seconds: float
-    latency_ms: dict[str, float]
-    non_2xx: int
-    socket_errors: dict[str, int]
-
-
-def pin(cpu: int, options: Options) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if options.pinned else []
-
-
-def start_server(kind: str, workdir: Path, options: Options, tweaks: tuple[str, ...] = ()) -> Server:
-    port = common.free_port()
-    name = server_name(kind, tweaks)
-    output = workdir / f"{name}-server.out"
-    command = [
-        *pin(options.server_cpu, options),
-        sys.executable,
-        str(Path(__file__).resolve()),
-        *("--serve", kind, "--port", str(port), "--workdir", str(workdir)),
-        *("--prefix", options.prefix, "--rate", options.rate),
-        *(("--tweak", ",".join(tweaks)) if tweaks else ()),
-    ]
-    with output.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=common.child_env())
-    return Server(kind, name, port, process, output, workdir)
-
-
-def get(port: int, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    connection = http.client.HTTPConnection(HOST, port, timeout=2.0)
-    try:
-        connection.request("GET", PATH, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-    finally:
-        connection.close()
-
-
-@contextmanager
-def running_servers(
+def running(
     workdir: Path, options: Options, kinds: tuple[str, ...] = KINDS, tweaked: tuple[tuple[str, ...], ...] = ()
-) -> Iterator[dict[str, Server]]:
+) -> AbstractContextManager[dict[str, harness.Server]]:
     """Servers by name: one per kind, then one `redis` per entry of `tweaked` (a set of what-if tweaks)."""
-    servers: dict[str, Server] = {}
-    try:
-        for kind in kinds:
-            servers[kind] = start_server(kind, workdir, options)
-        for tweaks in tweaked:
-            servers[server_name("redis", tweaks)] = start_server("redis", workdir, options, tweaks)
-        for server in servers.values():
-            common.wait_ready(server)
-        yield servers
-    finally:
-        for server in servers.values():
-            common.stop_server(server)
+    tweaks_of = {server_name(kind): () for kind in kinds} | {server_name("redis", t): t for t in tweaked}
+
+    def start(name: str) -> harness.Server:
+        tweaks = tweaks_of[name]
+        serve_args = [name.split("+", maxsplit=1)[0], "--prefix", options.prefix, "--rate", options.rate]
+        serve_args += ["--tweak", ",".join(tweaks)] if tweaks else []
+        return harness.start_server(__file__, serve_args, name, workdir, options.taskset(options.server_cpu))
+
+    return harness.running_servers(start, tweaks_of)
 
 
-def run_wrk(server: Server, variant: str, seconds: int, options: Options) -> dict[str, Any]:
+def run_wrk(server: harness.Server, variant: str, seconds: float, options: Options) -> dict[str, Any]:
     script = ["-s", str(server.workdir / "xff.lua")] if variant == "many-keys" else []
-    command = [
-        *pin(options.wrk_cpu, options),
-        *("wrk", "-t1", f"-c{options.connections}", f"-d{seconds}s", "--latency", *script, server.url),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
-    return common.parse_wrk(done.stdout)
+    return harness.run_wrk(server.url(PATH), seconds, options, *script)
+
+
+def log_file(server: harness.Server) -> Path:
+    return server.workdir / f"{server.name}-app.log"
 
 
 # --------------------------------------------------------------------------
@@ -383,14 +274,8 @@ def run_wrk(server: Server, variant: str, seconds: int, options: Options) -> dic
 
 
 def redis_cli(*args: str) -> str:
-    done = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout
+    command = ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "-n", "0", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 def redis_info(section: str) -> dict[str, str]:
@@ -404,8 +289,7 @@ def redis_info(section: str) -> dict[str, str]:
 
 def redis_counters() -> dict[str, float]:
     """EVALSHA calls (every client of this Redis), and Redis's own CPU seconds."""
-    stats = redis_info("commandstats").get("cmdstat_evalsha", "")
-    calls = re.search(r"calls=(\d+)", stats)
+    calls = re.search(r"calls=(\d+)", redis_info("commandstats").get("cmdstat_evalsha", ""))
     cpu = redis_info("cpu")
     return {
         "evalsha_calls": float(calls.group(1)) if calls else 0.0,
@@ -438,10 +322,9 @@ def redis_pinned(options: Options) -> Iterator[dict[str, Any]]:
     Only a local process is touched: its pid comes from INFO server and must be a
     redis-server in /proc; anything else (or --no-pin-redis) leaves Redis where it is.
     """
-    info: dict[str, Any] = {"pinned": False}
     pid = int(redis_info("server").get("process_id", "0"))
+    info: dict[str, Any] = {"pinned": False, "pid": pid}
     comm = Path(f"/proc/{pid}/comm")
-    info["pid"] = pid
     if not (options.pin_redis and options.pinned and pid > 0 and comm.exists()):
         info["note"] = "left where it was"
         yield info
@@ -452,13 +335,24 @@ def redis_pinned(options: Options) -> Iterator[dict[str, Any]]:
         return
     original = _affinity(pid)
     info["original_mask"] = original
-    subprocess.run(["taskset", "-a", "-p", "-c", str(options.wrk_cpu), str(pid)], capture_output=True, check=True)
-    info.update(pinned=True, cpu=options.wrk_cpu)
+    subprocess.run(["taskset", "-a", "-p", "-c", str(options.client_cpu), str(pid)], capture_output=True, check=True)
+    info.update(pinned=True, cpu=options.client_cpu)
     try:
         yield info
     finally:
         subprocess.run(["taskset", "-a", "-p", original, str(pid)], capture_output=True, check=True)
         info["restored_mask"] = _affinity(pid)
+
+
+@contextmanager
+def scratch(options: Options, prefix: str) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A scratch directory (with the wrk Lua script) and Redis pinned, for one run."""
+    harness.require_tools("wrk", "redis-cli", *(["taskset"] if options.pinned else []))
+    if redis_cli("PING").strip() != "PONG":
+        raise SystemExit("no Redis answering on 127.0.0.1:6379")
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=options.tmp_root) as tmp, redis_pinned(options) as placement:
+        (Path(tmp) / "xff.lua").write_text(XFF_LUA, encoding="utf-8")
+        yield Path(tmp), placement
 
 
 def expected_distinct(n: int, space: int = XFF_ADDRESSES) -> float:
@@ -471,12 +365,15 @@ def expected_distinct(n: int, space: int = XFF_ADDRESSES) -> float:
 # --------------------------------------------------------------------------
 
 
-def check_responses(servers: dict[str, Server]) -> dict[str, Any]:
+def check_responses(servers: dict[str, harness.Server]) -> dict[str, Any]:
     """Each server answers GET /api/v1 with 200; the limited ones add RateLimit headers, `off` does not."""
     seen: dict[str, Any] = {}
     for kind, server in servers.items():
-        status, headers, body = get(server.port)
-        forwarded_status, forwarded, _ = get(server.port, {"X-Forwarded-For": "10.255.255.254"})
+        status, raw, body = harness.request(server.port, "GET", PATH)
+        forwarded_status, raw_forwarded, _ = harness.request(
+            server.port, "GET", PATH, headers={"X-Forwarded-For": "10.255.255.254"}
+        )
+        headers = {k.lower(): v for k, v in raw}
         limited = "ratelimit" in headers
         if status != 200 or forwarded_status != 200:
             raise RuntimeError(f"{kind}: GET {PATH} answered {status} / {forwarded_status}")
@@ -489,19 +386,19 @@ def check_responses(servers: dict[str, Server]) -> dict[str, Any]:
             "headers": sorted(headers),
             "ratelimit": headers.get("ratelimit"),
             "ratelimit_policy": headers.get("ratelimit-policy"),
-            "ratelimit_with_forwarded_for": forwarded.get("ratelimit"),
+            "ratelimit_with_forwarded_for": {k.lower(): v for k, v in raw_forwarded}.get("ratelimit"),
         }
     return seen
 
 
-def scan_log(log_file: Path) -> dict[str, Any]:
+def scan_log(path: Path) -> dict[str, Any]:
     """From a server's JSON log: access-log lines by status, denials, and the limiter's
     fallbacks to memory (with the access-log lines written while it was degraded)."""
     statuses: Counter[str] = Counter()
     events: Counter[str] = Counter()
     fallbacks: list[dict[str, Any]] = []
     degraded = False
-    with log_file.open(encoding="utf-8") as lines:
+    with path.open(encoding="utf-8") as lines:
         for line in lines:
             if '"event":"request"' in line:
                 found = re.search(r'"status":(\d+)', line)
@@ -536,38 +433,13 @@ def scan_log(log_file: Path) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-def source_info() -> dict[str, Any]:
-    return common.measured_source()
-
-
-def machine() -> dict[str, Any]:
-    facts = common.machine()
-    facts["versions"].update({name: common._version(name) for name in ("redis", "hiredis")})
-    facts["redis_server"] = redis_info("server").get("redis_version", "unknown")
-    return facts
-
-
-def require_tools(options: Options) -> None:
-    for tool in ("wrk", "redis-cli", *(["taskset"] if options.pinned else [])):
-        if shutil.which(tool) is None:
-            raise SystemExit(f"{tool} not found (Debian: apt-get install -y wrk redis-tools util-linux)")
-    if redis_cli("PING").strip() != "PONG":
-        raise SystemExit("no Redis answering on 127.0.0.1:6379")
-
-
 def benchmark(options: Options, out: Path) -> dict[str, Any]:
-    require_tools(options)
     started = time.monotonic()
-    runs: list[WrkRun] = []
-    warmups: list[WrkRun] = []
-    with (
-        tempfile.TemporaryDirectory(prefix="ratelimit-bench-", dir=options.tmp_root) as tmp,
-        redis_pinned(options) as redis_placement,
-    ):
-        workdir = Path(tmp)
-        (workdir / "xff.lua").write_text(XFF_LUA, encoding="utf-8")
+    runs: list[dict[str, Any]] = []
+    warmups: list[dict[str, Any]] = []
+    with scratch(options, "ratelimit-bench-") as (workdir, placement):
         try:
-            with running_servers(workdir, options) as servers:
+            with running(workdir, options) as servers:
                 responses = check_responses(servers)
                 keys_after_checks = count_keys(options.prefix)
                 before = redis_counters()
@@ -575,16 +447,13 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
                     for kind in KINDS:
                         print(f"warm-up {variant} {kind} {options.warmup} s", flush=True)
                         result = run_wrk(servers[kind], variant, options.warmup, options)
-                        warmups.append(WrkRun(kind=kind, variant=variant, round=0, **result))
+                        warmups.append({"kind": kind, "variant": variant, "round": 0, **result})
                 for rnd in range(options.rounds):
-                    variants = VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]
-                    for variant in variants:
-                        order = KINDS[rnd % len(KINDS) :] + KINDS[: rnd % len(KINDS)]  # rotate to spread drift
-                        for kind in order:
+                    for variant in VARIANTS if rnd % 2 == 0 else VARIANTS[::-1]:
+                        for kind in harness.rotated(KINDS, rnd):
                             result = run_wrk(servers[kind], variant, options.duration, options)
-                            run = WrkRun(kind=kind, variant=variant, round=rnd + 1, **result)
-                            runs.append(run)
-                            print(f"round {rnd + 1} {variant:9s} {kind:6s} {run.rps:9.1f} rps", flush=True)
+                            runs.append({"kind": kind, "variant": variant, "round": rnd + 1, **result})
+                            print(f"round {rnd + 1} {variant:9s} {kind:6s} {result['rps']:9.1f} rps", flush=True)
                 after = redis_counters()
             logs = {kind: scan_log(workdir / f"{kind}-app.log") for kind in KINDS}
             keys = count_keys(options.prefix)
@@ -593,7 +462,7 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
         redis_report = {
             "url": REDIS_URL,
             "key_prefix": options.prefix,
-            "placement": redis_placement,
+            "placement": placement,
             "keys_after_response_checks": keys_after_checks,
             "keys_with_prefix_after_run": keys,
             "keys_deleted": deleted,
@@ -602,18 +471,16 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
             "redis_cpu_seconds_during_load": round(after["cpu_seconds"] - before["cpu_seconds"], 2),
         }
     report = summarise(runs, warmups, responses, logs, redis_report, options, time.monotonic() - started)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    harness.write_json(out, report)
     print_table(report)
-    print(f"\nwritten {out.relative_to(BENCH_DIR.parent) if out.is_relative_to(BENCH_DIR.parent) else out}")
     return report
 
 
 def summarise(
-    runs: list[WrkRun],
-    warmups: list[WrkRun],
+    runs: list[dict[str, Any]],
+    warmups: list[dict[str, Any]],
     responses: dict[str, Any],
-    logs: dict[str, dict[str, int]],
+    logs: dict[str, dict[str, Any]],
     redis_report: dict[str, Any],
     options: Options,
     elapsed: float,
@@ -622,42 +489,29 @@ def summarise(
     for variant in VARIANTS:
         servers: dict[str, Any] = {}
         for kind in KINDS:
-            mine = [run for run in runs if run.kind == kind and run.variant == variant]
-            rps = [run.rps for run in mine]
-            median_rps = statistics.median(rps)
-            servers[kind] = {
-                "rounds_rps": rps,
-                "median_rps": round(median_rps, 1),
-                "min_rps": min(rps),
-                "max_rps": max(rps),
-                "us_per_request": round(1e6 / median_rps, 2),
-                "latency_ms_median_of_rounds": {
-                    pct: round(statistics.median(run.latency_ms[pct] for run in mine), 3)
-                    for pct in ("p50", "p99")
-                    if all(pct in run.latency_ms for run in mine)
-                },
-                "non_2xx": sum(run.non_2xx for run in mine),
-                "socket_errors": sum(sum(run.socket_errors.values()) for run in mine),
-                "requests": sum(run.requests for run in mine),
-            }
-        off = servers["off"]["median_rps"]
+            mine = [run for run in runs if run["kind"] == kind and run["variant"] == variant]
+            servers[kind] = harness.wrk_summary(mine)
+            servers[kind]["non_2xx"] = sum(run["non_2xx"] for run in mine)
+            servers[kind]["socket_errors"] = sum(sum(run["socket_errors"].values()) for run in mine)
+            servers[kind]["requests"] = sum(run["requests"] for run in mine)
         per_round = []
-        for rnd in sorted({run.round for run in runs}):
-            by_kind = {run.kind: run.rps for run in runs if run.round == rnd and run.variant == variant}
+        for rnd in sorted({run["round"] for run in runs}):
+            by_kind = {run["kind"]: run["rps"] for run in runs if run["round"] == rnd and run["variant"] == variant}
             per_round.append(round(by_kind["redis"] / by_kind["off"], 4))
+        rps = {kind: servers[kind]["median_rps"] for kind in KINDS}
+        us = {kind: servers[kind]["us_per_request"] for kind in KINDS}
         results[variant] = {
             "servers": servers,
-            "redis_vs_off_ratio": round(servers["redis"]["median_rps"] / off, 4),
-            "memory_vs_off_ratio": round(servers["memory"]["median_rps"] / off, 4),
+            "redis_vs_off_ratio": round(rps["redis"] / rps["off"], 4),
+            "memory_vs_off_ratio": round(rps["memory"] / rps["off"], 4),
             "redis_vs_off_ratio_per_round": per_round,
-            "redis_check_us": round(servers["redis"]["us_per_request"] - servers["off"]["us_per_request"], 2),
-            "memory_check_us": round(servers["memory"]["us_per_request"] - servers["off"]["us_per_request"], 2),
-            "target_met": servers["redis"]["median_rps"] / off >= TARGET_RATIO,
+            "redis_check_us": round(us["redis"] - us["off"], 2),
+            "memory_check_us": round(us["memory"] - us["off"], 2),
+            "target_met": rps["redis"] / rps["off"] >= TARGET_RATIO,
         }
-    redis_requests = sum(run.requests for run in [*runs, *warmups] if run.kind == "redis")
-    many_key_requests = sum(
-        run.requests for run in [*runs, *warmups] if run.kind == "redis" and run.variant == "many-keys"
-    )
+    on_redis = [run for run in [*runs, *warmups] if run["kind"] == "redis"]
+    redis_requests = sum(run["requests"] for run in on_redis)
+    many_key_requests = sum(run["requests"] for run in on_redis if run["variant"] == "many-keys")
     redis_report["redis_requests_completed_during_load"] = redis_requests
     redis_report["expected_keys_many_keys_variant"] = round(expected_distinct(many_key_requests))
     redis_report["redis_cpu_us_per_check"] = round(
@@ -678,24 +532,16 @@ def summarise(
         if log["rate_limited_events"]
     ]
     redis_log = logs["redis"]
-    fallback = {
-        "degraded_events": redis_log["backend_degraded_events"],
-        "restored_events": redis_log["backend_restored_events"],
-        "access_lines_while_degraded": redis_log["access_lines_while_degraded"],
-        "share_of_redis_requests": round(redis_log["access_lines_while_degraded"] / redis_log["access_lines"], 5),
-        "note": "requests answered while the limiter counted in memory after a Redis timeout "
-        "(access-log lines between a rate_limit_backend_degraded and the next _restored line)",
-    }
     return {
         "benchmark": "Rate limiting: Redis-backed check vs limiting off",
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "generated_at": harness.now_iso(),
         "elapsed_seconds": round(elapsed, 1),
         "machine": machine(),
-        "source": source_info(),
+        "source": harness.measured_source(),
         "method": {
-            "host": HOST,
+            "host": harness.HOST,
             "path": PATH,
-            "uvicorn": common.UVICORN_SETTINGS,
+            "uvicorn": harness.UVICORN_SETTINGS,
             "settings": {
                 "APP_ENV": "test",
                 "DATABASE_URL": "sqlite+aiosqlite:///<tmp>/<kind>.db",
@@ -714,7 +560,7 @@ def summarise(
             "wrk_lua": XFF_LUA.strip(),
             "warmup_s_per_server_and_variant": options.warmup,
             "rounds": options.rounds,
-            "pinning": {"servers_cpu": options.server_cpu, "wrk_cpu": options.wrk_cpu} if options.pinned else "none",
+            "pinning": {"servers_cpu": options.server_cpu, "wrk_cpu": options.client_cpu} if options.pinned else "none",
             "statistic": "median rps over rounds; us_per_request = 1e6 / median_rps; ratio = median rps / median rps",
             "scratch_dir_root": options.tmp_root or tempfile.gettempdir(),
         },
@@ -726,40 +572,47 @@ def summarise(
             "redis": redis_report,
             "problems": problems,
             "all_200": not problems,
-            "redis_fallback_to_memory": fallback,
+            "redis_fallback_to_memory": {
+                "degraded_events": redis_log["backend_degraded_events"],
+                "restored_events": redis_log["backend_restored_events"],
+                "access_lines_while_degraded": redis_log["access_lines_while_degraded"],
+                "share_of_redis_requests": round(
+                    redis_log["access_lines_while_degraded"] / redis_log["access_lines"], 5
+                ),
+                "note": "requests answered while the limiter counted in memory after a Redis timeout "
+                "(access-log lines between a rate_limit_backend_degraded and the next _restored line)",
+            },
         },
-        "runs": [asdict(run) for run in runs],
-        "warmups": [asdict(run) for run in warmups],
+        "runs": runs,
+        "warmups": warmups,
     }
+
+
+def machine() -> dict[str, Any]:
+    facts = harness.machine(("redis", "hiredis"))
+    facts["redis_server"] = redis_info("server").get("redis_version", "unknown")
+    return facts
 
 
 def print_table(report: dict[str, Any]) -> None:
     for variant, result in report["results"].items():
         print(f"\n{variant}:")
-        print(f"{'server':<9}{'median rps':>12}{'min-max rps':>18}{'µs/request':>12}{'p50 ms':>9}{'p99 ms':>9}")
-        for kind, info in result["servers"].items():
-            lat = info["latency_ms_median_of_rounds"]
-            span = f"{info['min_rps']:.0f}-{info['max_rps']:.0f}"
-            print(
-                f"{kind:<9}{info['median_rps']:>12.1f}{span:>18}{info['us_per_request']:>12.2f}"
-                f"{lat.get('p50', float('nan')):>9.2f}{lat.get('p99', float('nan')):>9.2f}"
-            )
+        harness.print_wrk_table(result["servers"], width=9)
         verdict = "MET" if result["target_met"] else "NOT MET"
         rounds = ", ".join(f"{x:.3f}" for x in result["redis_vs_off_ratio_per_round"])
         print(
-            f"redis/off = {result['redis_vs_off_ratio']:.3f} (per round {rounds}; "
-            f"target >= {TARGET_RATIO}: {verdict}); "
-            f"memory/off = {result['memory_vs_off_ratio']:.3f}; "
-            f"check cost: redis {result['redis_check_us']:+.1f} µs, memory {result['memory_check_us']:+.1f} µs"
+            f"redis/off = {result['redis_vs_off_ratio']:.3f} (per round {rounds}; target >= {TARGET_RATIO}: "
+            f"{verdict}); memory/off = {result['memory_vs_off_ratio']:.3f}; check cost: redis "
+            f"{result['redis_check_us']:+.1f} µs, memory {result['memory_check_us']:+.1f} µs"
         )
     checks = report["checks"]
-    redis_report = checks["redis"]
+    redis = checks["redis"]
     print(
-        f"\nRedis: {redis_report['keys_with_prefix_after_run']} keys with prefix {redis_report['key_prefix']} "
-        f"(expected ~{redis_report['expected_keys_many_keys_variant']} + 2), deleted {redis_report['keys_deleted']}, "
-        f"left {redis_report['keys_left']}; EVALSHA calls {redis_report['evalsha_calls_during_load']} for "
-        f"{redis_report['redis_requests_completed_during_load']} completed requests; "
-        f"Redis CPU {redis_report['redis_cpu_us_per_check']} µs per check; placement {redis_report['placement']}"
+        f"\nRedis: {redis['keys_with_prefix_after_run']} keys with prefix {redis['key_prefix']} "
+        f"(expected ~{redis['expected_keys_many_keys_variant']} + 2), deleted {redis['keys_deleted']}, "
+        f"left {redis['keys_left']}; EVALSHA calls {redis['evalsha_calls_during_load']} for "
+        f"{redis['redis_requests_completed_during_load']} completed requests; "
+        f"Redis CPU {redis['redis_cpu_us_per_check']} µs per check; placement {redis['placement']}"
     )
     print("all responses 200, none limited:", "yes" if checks["all_200"] else f"NO: {checks['problems']}")
     fallback = checks["redis_fallback_to_memory"]
@@ -774,9 +627,9 @@ def print_table(report: dict[str, Any]) -> None:
 # Profile: py-spy on the live off and redis servers, and batch sizes from a probe
 # --------------------------------------------------------------------------
 
-# Checked per frame, innermost first, before the health benchmark's layers: the first
-# frame that matches anything names the sample's layer.
-RL_LAYERS: list[tuple[str, tuple[str, ...]]] = [
+# Checked per frame, innermost first, before the middleware stack's layers (profiling.LAYERS):
+# the first frame that matches anything names the sample's layer.
+RL_LAYERS: profiling.Layers = [
     ("limiter: hashing the key (sha256)", ("hashed (smilingsteps/platform/ratelimit/limiter.py)",)),
     ("limiter: rate_limit_headers (header values)", ("rate_limit_headers (smilingsteps/",)),
     ("limiter: RateLimiter.check/_decide/key", ("RateLimiter.",)),
@@ -799,8 +652,6 @@ RL_LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("TrustedProxyMiddleware (X-Forwarded-For)", ("TrustedProxyMiddleware.", "resolve_client_ip (", "_is_trusted (")),
     ("endpoint: api_index", ("api_index (",)),
 ]
-
-
 # Inclusive details: share of samples whose stack holds every one of these frames.
 RL_DETAILS: dict[str, tuple[str, ...]] = {
     "RateLimiter.check up to the await (key, hash, hit)": ("RateLimiter.check (",),
@@ -821,39 +672,7 @@ RL_DETAILS: dict[str, tuple[str, ...]] = {
 }
 
 
-def layer_of_stack(frames: list[str]) -> str:
-    if common._log_line_at(frames):
-        return common.LOG_LINE
-    for frame in reversed(frames):
-        for name, needles in RL_LAYERS:
-            if any(needle in frame for needle in needles):
-                return name
-        layer = common._layer_of(frame)
-        if layer is not None:
-            return layer
-    return common.OUTSIDE
-
-
-def collapsed_layers(path: Path) -> tuple[int, dict[str, int], dict[str, int]]:
-    """Event-loop thread samples: total, by innermost layer, and per RL_DETAILS entry."""
-    total = 0
-    layers: Counter[str] = Counter()
-    details: Counter[str] = Counter()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if "Runner.run (asyncio/runners.py" not in stack:
-            continue  # other threads (aiosqlite's worker)
-        count = int(count_text)
-        total += count
-        frames = [common._normalise(frame) for frame in stack.split(";")]
-        layers[layer_of_stack(frames)] += count
-        for name, needles in RL_DETAILS.items():
-            if all(any(needle in frame for frame in frames) for needle in needles):
-                details[name] += count
-    return total, dict(layers), dict(details)
-
-
-def read_batches(server: Server, previous: int) -> dict[str, Any]:
+def read_batches(server: harness.Server, previous: int) -> dict[str, Any]:
     """Ask the probe for its cumulative batch counters and wait (bounded) for the new dump."""
     stats_file = server.workdir / f"{server.name}-batches.json"
     server.process.send_signal(STATS_SIGNAL)
@@ -887,68 +706,40 @@ def batch_summary(window: dict[str, Any]) -> dict[str, Any]:
 
 def sampled_profile(py_spy: str, seconds: int, options: Options, out: Path) -> dict[str, Any]:
     """py-spy on the live `off` and `redis` servers under wrk, per variant; batch sizes from `redis-probe`."""
-    require_tools(options)
-    bench_json = RESULTS_DIR / "ratelimit_throughput.json"
-    measured = json.loads(bench_json.read_text()) if bench_json.exists() else None
-    result: dict[str, Any] = {
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "py_spy": subprocess.run([py_spy, "--version"], capture_output=True, text=True, check=True).stdout.strip(),
-        "method": f"py-spy record --rate 250 (blocking) of the event-loop thread while wrk -t1 -c{options.connections} "
+    measured = harness.previous_result("ratelimit_throughput.json")
+    result = profiling.spy_report(
+        [py_spy],
+        f"py-spy record --rate 250 (blocking) of the event-loop thread while wrk -t1 -c{options.connections} "
         f"runs {seconds} s; each sample goes to the innermost frame naming a layer; us = share x us_per_request "
         "of the unprofiled benchmark (bench/results/ratelimit_throughput.json). Batch sizes: a separate "
         "`redis-probe` server (redis + a recorder around RedisBackend._send and gc.callbacks), not profiled, "
         f"{seconds} s of wrk after a warm-up.",
-        "benchmark_used_for_us": {k: measured[k] for k in ("generated_at", "source")} if measured else None,
-        "source": source_info(),
-        "variants": {},
-    }
-    with (
-        tempfile.TemporaryDirectory(prefix="ratelimit-spy-", dir=options.tmp_root) as tmp,
-        redis_pinned(options) as placement,
-    ):
-        workdir = Path(tmp)
-        (workdir / "xff.lua").write_text(XFF_LUA, encoding="utf-8")
+        measured,
+    )
+    result.update(source=harness.measured_source(), variants={})
+    with scratch(options, "ratelimit-spy-") as (workdir, placement):
         result["redis_placement"] = placement
         try:
-            with running_servers(workdir, options, ("off", "redis", "redis-probe")) as servers:
+            with running(workdir, options, ("off", "redis", "redis-probe")) as servers:
                 dumps = 0
                 for variant in VARIANTS:
+
+                    def load(server: harness.Server, seconds: float, variant: str = variant) -> dict[str, Any]:
+                        return run_wrk(server, variant, seconds, options)
+
                     entry: dict[str, Any] = {"servers": {}}
                     for kind in ("off", "redis"):
-                        server = servers[kind]
-                        run_wrk(server, variant, options.warmup, options)
-                        collapsed = workdir / f"{variant}-{kind}.collapsed"
-                        record = ["record", "--pid", str(server.process.pid), "--rate", "250"]
-                        spy = subprocess.Popen(
-                            [
-                                *pin(options.wrk_cpu, options),
-                                *(py_spy, *record, "--duration", str(seconds + 1), "--format", "raw"),
-                                *("-o", str(collapsed)),
-                            ],
-                            stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL,
+                        entry["servers"][kind] = profiling.spy_on(
+                            [py_spy],
+                            servers[kind],
+                            options,
+                            seconds,
+                            load,
+                            us=measured["results"][variant]["servers"][kind]["us_per_request"] if measured else None,
+                            extra=RL_LAYERS,
+                            details=RL_DETAILS,
+                            seen_details_only=True,
                         )
-                        wrk = run_wrk(server, variant, seconds, options)
-                        spy.wait(timeout=seconds + 60)
-                        total, layers, details = collapsed_layers(collapsed)
-                        us = (
-                            measured["results"][variant]["servers"][kind]["us_per_request"]
-                            if measured
-                            else 1e6 / wrk["rps"]
-                        )
-                        entry["servers"][kind] = {
-                            "samples": total,
-                            "rps_while_profiled": wrk["rps"],
-                            "us_per_request_unprofiled": us,
-                            "layers": {
-                                name: {"share": round(n / total, 4), "us": round(n / total * us, 1)}
-                                for name, n in sorted(layers.items(), key=lambda item: -item[1])
-                            },
-                            "details": {
-                                name: {"share": round(n / total, 4), "us": round(n / total * us, 1)}
-                                for name, n in details.items()
-                            },
-                        }
                     probe = servers["redis-probe"]
                     run_wrk(probe, variant, options.warmup, options)
                     dumps = read_batches(probe, dumps)["dump"]  # forget the warm-up
@@ -959,27 +750,11 @@ def sampled_profile(py_spy: str, seconds: int, options: Options, out: Path) -> d
                     result["variants"][variant] = entry
         finally:
             result["keys_deleted"] = delete_keys(options.prefix)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print_profile(result)
-    return result
-
-
-def print_profile(result: dict[str, Any]) -> None:
+    harness.write_json(out, result)
     for variant, entry in result["variants"].items():
         off, limited = entry["servers"]["off"], entry["servers"]["redis"]
         print(f"\n{variant}: µs/request by innermost layer (off {off['samples']}, redis {limited['samples']} samples)")
-        print(f"{'redis':>8}{'off':>8}{'diff':>8}  layer")
-        names = list(limited["layers"]) + [name for name in off["layers"] if name not in limited["layers"]]
-        for name in names:
-            a = limited["layers"].get(name, {"us": 0.0})["us"]
-            b = off["layers"].get(name, {"us": 0.0})["us"]
-            print(f"{a:>8.1f}{b:>8.1f}{a - b:>+8.1f}  {name}")
-        a, b = limited["us_per_request_unprofiled"], off["us_per_request_unprofiled"]
-        print(f"{a:>8.1f}{b:>8.1f}{a - b:>+8.1f}  total")
-        print("details (inclusive, redis server):")
-        for name, value in limited["details"].items():
-            print(f"{value['us']:>8.1f} µs  {name}")
+        profiling.print_layers(limited, off, ("redis", "off"))
         batches = entry["batches"]
         print(
             f"batches: {batches['mean_checks_per_batch']} checks per batch on average (median "
@@ -987,46 +762,40 @@ def print_profile(result: dict[str, Any]) -> None:
             f"{batches['share_of_checks_in_batches_of_1']} of checks alone); probe at {batches['probe_rps']:.0f} rps"
         )
         print(f"batch round trips (ms): {batches['round_trip_ms']}; GC passes: {batches['gc']}")
+    return result
 
 
 # --------------------------------------------------------------------------
 # What if: the redis server with one change at a time, monkeypatched in its own process
 # --------------------------------------------------------------------------
 
-WHAT_IF: tuple[tuple[str, ...], ...] = (
-    ("no-socket-timeout",),
-    ("gc-freeze",),
-    ("cached-loop",),
-    ("no-socket-timeout", "gc-freeze", "cached-loop"),
-)
-
 
 def what_if(options: Options, out: Path) -> dict[str, Any]:
     """`off`, `redis` and `redis` + each tweak set, one-key variant, interleaved rounds."""
-    require_tools(options)
     started = time.monotonic()
     rps: dict[str, list[float]] = {}
     p99: dict[str, list[float]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="ratelimit-whatif-", dir=options.tmp_root) as tmp,
-        redis_pinned(options) as placement,
-    ):
-        workdir = Path(tmp)
+    skipped = sorted({tweak for tweaks in WHAT_IF for tweak in tweaks if not applicable(tweak)})
+    sets = dict.fromkeys(t for tweaks in WHAT_IF if (t := tuple(x for x in tweaks if x not in skipped)))
+    if skipped:
+        print(f"not applicable to this source, so not run: {skipped}", flush=True)
+    with scratch(options, "ratelimit-whatif-") as (workdir, placement):
         try:
-            with running_servers(workdir, options, ("off", "redis"), WHAT_IF) as servers:
+            with running(workdir, options, ("off", "redis"), tuple(sets)) as servers:
                 names = list(servers)
                 for name in names:
                     print(f"warm-up {name} {options.warmup} s", flush=True)
                     run_wrk(servers[name], "one-key", options.warmup, options)
-                for rnd in range(options.rounds):
-                    for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-                        result = run_wrk(servers[name], "one-key", options.duration, options)
-                        if result["non_2xx"] or sum(result["socket_errors"].values()):
-                            raise RuntimeError(f"{name}: errors during the run: {result}")
-                        rps.setdefault(name, []).append(result["rps"])
-                        p99.setdefault(name, []).append(result["latency_ms"].get("p99", math.nan))
-                        print(f"round {rnd + 1} {name:50s} {result['rps']:9.1f} rps", flush=True)
-            fallbacks = {name: scan_log(server.log_file)["backend_degraded_events"] for name, server in servers.items()}
+                for rnd, name in harness.rounds(names, options.rounds):
+                    result = run_wrk(servers[name], "one-key", options.duration, options)
+                    if harness.wrk_errors(result):
+                        raise RuntimeError(f"{name}: errors during the run: {result}")
+                    rps.setdefault(name, []).append(result["rps"])
+                    p99.setdefault(name, []).append(result["latency_ms"].get("p99", math.nan))
+                    print(f"round {rnd} {name:50s} {result['rps']:9.1f} rps", flush=True)
+            fallbacks = {
+                name: scan_log(log_file(server))["backend_degraded_events"] for name, server in servers.items()
+            }
         finally:
             delete_keys(options.prefix)
     us = {name: 1e6 / statistics.median(values) for name, values in rps.items()}
@@ -1045,17 +814,17 @@ def what_if(options: Options, out: Path) -> dict[str, Any]:
     }
     report = {
         "benchmark": "Rate limiting: what-if changes on the Redis-backed server (one-key variant)",
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "generated_at": harness.now_iso(),
         "elapsed_seconds": round(time.monotonic() - started, 1),
-        "source": source_info(),
+        "source": harness.measured_source(),
         "method": f"wrk -t1 -c{options.connections}, {options.rounds} interleaved rounds of {options.duration} s "
         f"after {options.warmup} s of warm-up; same settings as the benchmark; each tweak is a monkeypatch in "
-        "that server's process only",
+        "that server's process only"
+        + "".join(f"; not applicable to this source, so not run: {tweak} ({TWEAKS[tweak]})" for tweak in skipped),
         "redis_placement": placement,
         "servers": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    harness.write_json(out, report)
     print(f"\n{'server':<50}{'median rps':>11}{'µs/req':>9}{'saves µs':>10}{'/off':>7}{'p99 ms':>8}{'fallbacks':>10}")
     for name, row in rows.items():
         saves = "" if row["saves_vs_redis_us"] is None else f"{row['saves_vs_redis_us']:+.1f}"
@@ -1070,57 +839,38 @@ def what_if(options: Options, out: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
-    parser.add_argument("--serve", choices=(*KINDS, "redis-probe"), help="run one server (used by the benchmark)")
-    parser.add_argument("--port", type=int, help="port for --serve (127.0.0.1 only)")
-    parser.add_argument("--workdir", type=Path, help="scratch directory for --serve")
+    parser = harness.parser(__doc__, serve=(*KINDS, "redis-probe"))
     parser.add_argument("--tweak", default="", help=f"for --serve: comma-separated what-if tweaks {sorted(TWEAKS)}")
     parser.add_argument(
-        "--what-if", action="store_true", help="measure the what-if tweaks on the redis server (one-key), ~2 minutes"
+        "--what-if", action="store_true", help="measure the what-if tweaks on the redis server (one-key)"
     )
     parser.add_argument("--prefix", help="REDIS_KEY_PREFIX (default: a new bench-rl-<random> per run)")
     parser.add_argument("--rate", default=DEFAULT_RATE, help=f"RATE_LIMIT_API (default {DEFAULT_RATE})")
     parser.add_argument("--py-spy", metavar="PATH", help="profile the live off and redis servers with this py-spy")
     parser.add_argument("--spy-seconds", type=int, default=10, help="seconds per profiled wrk run (default 10)")
-    parser.add_argument("--duration", type=int, default=8, help="seconds per wrk run (default 8)")
-    parser.add_argument("--warmup", type=int, default=2, help="warm-up seconds per server and variant (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    harness.add_load_arguments(parser, duration=8, warmup=2, rounds=3, connections=32, what="wrk: ")
     parser.add_argument("--no-pin-redis", action="store_true", help="leave redis-server's CPU affinity alone")
-    parser.add_argument("--tmp-root", default=common.default_tmp_root(), help="scratch root (default /dev/shm)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON output path")
+    harness.add_output_arguments(parser, None)
+    harness.add_ref_argument(parser)
     args = parser.parse_args(argv)
-
-    if args.serve:
-        if args.port is None or args.workdir is None or args.prefix is None:
-            parser.error("--serve needs --port, --workdir and --prefix")
+    if harness.check_serve(parser, args, "prefix"):
         tweaks = tuple(filter(None, args.tweak.split(",")))
-        unknown = set(tweaks) - set(TWEAKS)
-        if unknown:
-            parser.error(f"unknown --tweak {sorted(unknown)}; choose from {sorted(TWEAKS)}")
+        if set(tweaks) - set(TWEAKS):
+            parser.error(f"unknown --tweak {sorted(set(tweaks) - set(TWEAKS))}; choose from {sorted(TWEAKS)}")
         serve(args.serve, args.port, args.workdir, args.prefix, args.rate, tweaks)
         return 0
-    cpus = sorted(os.sched_getaffinity(0))
-    options = Options(
-        duration=args.duration,
-        warmup=args.warmup,
-        rounds=args.rounds,
-        connections=args.connections,
-        server_cpu=cpus[0],
-        wrk_cpu=cpus[1] if len(cpus) > 1 else cpus[0],
-        pinned=len(cpus) > 1,
-        pin_redis=not args.no_pin_redis,
-        rate=args.rate,
-        tmp_root=args.tmp_root,
-    )
+    options = Options.from_args(args, pin_redis=not args.no_pin_redis, rate=args.rate)
     if args.prefix:
         options.prefix = args.prefix
-    if args.py_spy:
-        sampled_profile(args.py_spy, args.spy_seconds, options, args.out or RESULTS_DIR / "ratelimit_pyspy.json")
-    elif args.what_if:
-        what_if(options, args.out or RESULTS_DIR / "ratelimit_whatif.json")
-    else:
-        benchmark(options, args.out or RESULTS_DIR / "ratelimit_throughput.json")
+    with harness.source_of(args.ref):
+        if args.py_spy:
+            sampled_profile(
+                args.py_spy, args.spy_seconds, options, args.out or harness.RESULTS_DIR / "ratelimit_pyspy.json"
+            )
+        elif args.what_if:
+            what_if(options, args.out or harness.RESULTS_DIR / "ratelimit_whatif.json")
+        else:
+            benchmark(options, args.out or harness.RESULTS_DIR / "ratelimit_throughput.json")
     return 0
 
 

@@ -19,20 +19,16 @@ Usage (from the repository root)::
 
 Results: ``bench/results/slots_cost.json``.
 
-smilingsteps ships no ``py.typed`` marker, so its imports here carry
-``type: ignore[import-untyped, unused-ignore]``.
+smilingsteps ships no ``py.typed`` marker, so its imports carry ``type: ignore[import-untyped, unused-ignore]``.
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import json
 import os
 import platform
 import random
 import statistics
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -41,10 +37,10 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import harness
 from smilingsteps.therapists import slots  # type: ignore[import-untyped, unused-ignore]
 
-BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_OUT = BENCH_DIR / "results" / "slots_cost.json"
+DEFAULT_OUT = harness.RESULTS_DIR / "slots_cost.json"
 TARGET_MS = 20.0
 BOOKINGS = 2_000
 SEED = 7
@@ -87,19 +83,13 @@ def slots_for(now: datetime, busy: list[Any]) -> Callable[[], list[datetime]]:
     return run
 
 
-def timed_interleaved(cases: dict[str, Callable[[], object]], runs: int, warmup: int) -> dict[str, list[float]]:
-    """Wall ms per call of each case; one call of every case per round, order rotating."""
-    names = list(cases)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(warmup + runs):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter_ns()
-            cases[name]()
-            elapsed_ms = (time.perf_counter_ns() - started) / 1e6
-            if round_index >= warmup:
-                samples[name].append(elapsed_ms)
-    return samples
+def wall_ms(func: Callable[[], object]) -> Callable[[], float]:
+    def timed() -> float:
+        started = time.perf_counter_ns()
+        func()
+        return (time.perf_counter_ns() - started) / 1e6
+
+    return timed
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -111,26 +101,8 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-    model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), "unknown")
-    return {"cpu_model_proc_cpuinfo": model, "nproc": os.cpu_count(), "python": platform.python_version()}
-
-
-def source() -> dict[str, Any]:
-    module = Path(slots.__file__)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=BENCH_DIR, capture_output=True, text=True, check=False
-    ).stdout.strip()
-    return {
-        "commit": commit or "unknown",
-        "module": str(module),
-        "module_sha256": hashlib.sha256(module.read_bytes()).hexdigest()[:16],
-    }
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    parser = harness.parser(__doc__)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -146,7 +118,7 @@ def main() -> int:
         first_free, tz=THERAPIST_TZ, rules=RULES, exceptions=[], busy=busy, policy=POLICY, now=NOWS["mid-year"]
     )
 
-    samples = timed_interleaved(cases, args.runs, args.warmup)
+    samples = harness.interleaved({name: wall_ms(case) for name, case in cases.items()}, args.runs, args.warmup)
     results: dict[str, Any] = {}
     for label, now in NOWS.items():
         with_bookings = summary(samples[f"{label}/bookings"])
@@ -169,13 +141,20 @@ def main() -> int:
         "runs": args.runs,
         "warmup": args.warmup,
         "bookings": len(busy),
-        "machine": machine(),
-        "source": source(),
+        "machine": {
+            "cpu_model_proc_cpuinfo": harness.cpu_model_proc_cpuinfo(),
+            "nproc": os.cpu_count(),
+            "python": platform.python_version(),
+        },
+        "source": {
+            "commit": harness.git("rev-parse", "--short", "HEAD") or "unknown",
+            "module": slots.__file__,
+            "module_sha256": harness.sha256_prefix(Path(slots.__file__)),
+        },
         "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2))
+    harness.write_json(args.out, report)
     return 0
 
 
