@@ -16,13 +16,10 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from smilingsteps import __version__
-from smilingsteps.accounts import router as accounts_router
-from smilingsteps.accounts import security as accounts_security
+from smilingsteps import domains as registry
 from smilingsteps.accounts.auth import rate_limit_identity
-from smilingsteps.admin import router as admin_router
-from smilingsteps.bookings import router as bookings_router
+from smilingsteps.accounts.security import auth_kit_of
 from smilingsteps.config import Settings
-from smilingsteps.notifications.tasks import InProcessSender
 from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
@@ -37,6 +34,7 @@ from smilingsteps.platform.errors import (
     InternalError,
     problem_response,
 )
+from smilingsteps.platform.jobs import JobRunner
 from smilingsteps.platform.logging import log_unhandled_loop_exception
 from smilingsteps.platform.proxy import TrustedProxyMiddleware
 from smilingsteps.platform.ratelimit.limiter import RateLimiter
@@ -48,7 +46,6 @@ from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.runtime import Runtime, build_encryptor
 from smilingsteps.platform.security_headers import SecurityHeadersMiddleware, content_security_policy
 from smilingsteps.platform.versioning import API_PREFIX
-from smilingsteps.therapists import router as therapists_router
 
 log = structlog.get_logger("smilingsteps.app")
 DOCS_CDN = "https://cdn.jsdelivr.net"
@@ -56,12 +53,10 @@ EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy
 
 
 def build_api_router() -> APIRouter:
-    """Every /api/v1 route; each domain's router is included here."""
+    """Every /api/v1 route: each registered domain's router, in registry order."""
     api = APIRouter(prefix=API_PREFIX, route_class=ApiRoute)
-    api.include_router(accounts_router.build_router())
-    api.include_router(admin_router.build_router())
-    api.include_router(therapists_router.build_router())
-    api.include_router(bookings_router.build_router())
+    for router in registry.api_routers():
+        api.include_router(router)
 
     @api.get("", summary="API index", tags=["meta"])
     async def api_index() -> dict[str, Any]:
@@ -103,17 +98,19 @@ def _lifespan(runtime: Runtime) -> Any:
         runtime.tasks.spawn(runtime.db.monitor(), name="database-monitor")
         for part in runtime.parts.values():
             await part.start(runtime)
-        # Development sends mail from here; deployments run `smilingsteps worker`.
-        mail = InProcessSender(settings, runtime.db, clock=runtime.clock) if settings.email_in_process_sender else None
-        if mail is not None:
-            mail.start(runtime.tasks)
+        # Development runs the periodic jobs here; deployments run `smilingsteps worker`.
+        if settings.jobs_in_process:
+            jobs = registry.periodic_jobs(settings, runtime.db, runtime.clock)
+            runtime.jobs = JobRunner(jobs, grace_s=settings.SMTP_TIMEOUT + 5)
+            runtime.jobs.start(runtime.tasks)
         log.info("app_started", version=__version__, environment=settings.APP_ENV.value, database=runtime.db.backend)
         try:
             yield
         finally:
             runtime.start_draining()
-            if mail is not None:
-                await mail.stop()
+            if runtime.jobs is not None:
+                await runtime.jobs.stop()
+                runtime.jobs = None
             await runtime.tasks.cancel_all()
             await runtime.db.dispose()
             await runtime.limiter.close()
@@ -140,7 +137,8 @@ def _install_docs(app: FastAPI) -> None:
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """The whole application for `settings`; `clock` (epoch seconds) drives expiry and rate limits in tests."""
     runtime = build_runtime(settings, clock)
-    auth = accounts_security.install(runtime)
+    registry.install_parts(runtime)
+    auth = auth_kit_of(runtime)
     app = FastAPI(
         title="Smiling Steps",
         version=__version__,

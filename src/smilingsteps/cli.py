@@ -10,16 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import structlog
 
 from smilingsteps import __version__
 from smilingsteps.config import AppEnv, ConfigError, Settings
-
-if TYPE_CHECKING:
-    from smilingsteps.platform.db import Database
-    from smilingsteps.platform.jobs import PeriodicJob
 
 EXIT_CONFIG = 2
 EXIT_STARTUP = 1
@@ -118,18 +113,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else EXIT_STARTUP
 
 
-def worker_jobs(settings: Settings, db: Database) -> list[PeriodicJob]:
-    """Every periodic job `smilingsteps worker` runs; each domain adds its own here."""
-    from smilingsteps.bookings.tasks import BookingJobs
-    from smilingsteps.notifications.tasks import outbox_jobs
-
-    return [*outbox_jobs(settings, db), *BookingJobs(settings, db).jobs()]
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings_or_exit()
     import asyncio
 
+    from smilingsteps.domains import periodic_jobs
     from smilingsteps.platform import migrate
     from smilingsteps.platform.jobs import run_worker
     from smilingsteps.platform.logging import configure_logging
@@ -137,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     configure_logging(settings)
     if settings.APP_ENV is AppEnv.DEVELOPMENT:
         migrate.upgrade(settings.database_url)  # as `serve` does: no setup step on a fresh checkout
-    return asyncio.run(run_worker(settings, worker_jobs, once=args.once))
+    return asyncio.run(run_worker(settings, periodic_jobs, once=args.once))
 
 
 def _read_new_password() -> str:

@@ -106,7 +106,9 @@ class Settings(BaseSettings):
     EMAIL_BATCH_SIZE: int = Field(default=20, ge=1, le=1000)
     EMAIL_CLAIM_TIMEOUT: float = Field(default=600.0, ge=10, le=86400)
     EMAIL_RETENTION_DAYS: int = Field(default=30, ge=1, le=3650)
+    # Deprecated spelling of JOBS_IN_PROCESS (the mail sender is one of the jobs).
     EMAIL_IN_PROCESS_SENDER: bool | None = None
+    JOBS_IN_PROCESS: bool | None = None
     WORKER_POLL_INTERVAL: float = Field(default=2.0, gt=0, le=3600)
 
     MPESA_ENV: Literal["simulator", "sandbox", "production"] = "simulator"
@@ -303,11 +305,17 @@ class Settings(BaseSettings):
         return self.EMAIL_FILE_DIR if self.EMAIL_FILE_DIR is not None else self.DATA_DIR / "mail"
 
     @property
-    def email_in_process_sender(self) -> bool:
-        """Development sends mail from the app itself; elsewhere `smilingsteps worker` does."""
-        if self.EMAIL_IN_PROCESS_SENDER is not None:
-            return self.EMAIL_IN_PROCESS_SENDER
+    def jobs_in_process(self) -> bool:
+        """Development runs every periodic job (mail, holds, reminders) in the app; elsewhere `smilingsteps worker`."""
+        for chosen in (self.JOBS_IN_PROCESS, self.EMAIL_IN_PROCESS_SENDER):
+            if chosen is not None:
+                return chosen
         return self.APP_ENV is AppEnv.DEVELOPMENT
+
+    @property
+    def email_in_process_sender(self) -> bool:
+        """The app sends mail itself: one of the jobs it runs when `jobs_in_process`."""
+        return self.jobs_in_process
 
     @property
     def encryption_keys(self) -> list[bytes]:

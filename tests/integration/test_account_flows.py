@@ -19,7 +19,7 @@ from smilingsteps.accounts.auth import AdminUser, CurrentUser, TherapistUser, Ve
 from smilingsteps.accounts.models import User
 from smilingsteps.app import create_app
 from smilingsteps.config import Settings
-from smilingsteps.notifications.tasks import OutboxSender
+from smilingsteps.notifications.sender import OutboxSender
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import (
     ORIGIN,

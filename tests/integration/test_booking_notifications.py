@@ -12,11 +12,11 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from smilingsteps.app import create_app
+from smilingsteps.bookings.jobs import BookingJobs
 from smilingsteps.bookings.models import BookingReminder
-from smilingsteps.bookings.tasks import BookingJobs
 from smilingsteps.config import Settings
 from smilingsteps.notifications.models import OutboxMessage
-from smilingsteps.notifications.tasks import OutboxSender
+from smilingsteps.notifications.sender import OutboxSender
 from smilingsteps.platform.db import Database
 from smilingsteps.therapists.schemas import RuleIn
 from tests.conftest import SettingsFactory, running

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 from smilingsteps.accounts.models import Role, TherapistStatus, User
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
+from smilingsteps.bookings.jobs import BookingJobs
 from smilingsteps.bookings.models import SessionNote
-from smilingsteps.bookings.tasks import BookingJobs
 from smilingsteps.config import Settings
 from smilingsteps.notifications.models import OutboxMessage
 from smilingsteps.therapists.schemas import ExceptionIn, RuleIn

@@ -15,8 +15,8 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from smilingsteps.domains import load_all_models
 from smilingsteps.platform import migrate
-from smilingsteps.platform.models import load_all_models
 from tests.support.postgres import PostgresServer, with_database
 
 

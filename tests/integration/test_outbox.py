@@ -24,8 +24,8 @@ from smilingsteps.app import create_app
 from smilingsteps.config import Settings
 from smilingsteps.notifications.models import OutboxStatus
 from smilingsteps.notifications.repository import OutboxRepository
+from smilingsteps.notifications.sender import NO_ATTEMPTS_LEFT, OutboxSender
 from smilingsteps.notifications.service import public_link, queue_email
-from smilingsteps.notifications.tasks import NO_ATTEMPTS_LEFT, OutboxSender
 from smilingsteps.notifications.templates import EmailTemplateError
 from smilingsteps.platform.clock import utc_from
 from smilingsteps.platform.db import Database

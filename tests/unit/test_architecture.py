@@ -5,20 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import smilingsteps
+from smilingsteps.domains import DOMAINS
 from tests.support.import_graph import cycle, violations
 
 PACKAGE = Path(smilingsteps.__file__).parent
 MAX_LINES = 600
-
-# Written down here until the registry declares it: who may use whom.
-DEPENDS: dict[str, tuple[str, ...]] = {
-    "notifications": (),
-    "audit": (),
-    "accounts": ("audit", "notifications"),
-    "therapists": ("accounts",),
-    "bookings": ("accounts", "audit", "notifications", "therapists"),
-    "admin": ("accounts", "audit", "notifications"),
-}
+# Who may use whom, as each domain declares it in its package.
+DEPENDS = {domain.name: domain.depends_on for domain in DOMAINS}
 
 
 def test_domains_depend_in_one_direction_through_services() -> None:
@@ -28,6 +21,24 @@ def test_domains_depend_in_one_direction_through_services() -> None:
 
 def test_the_declared_dependencies_have_no_cycle() -> None:
     assert cycle(DEPENDS) is None
+
+
+def test_the_registry_lists_each_domain_after_those_it_depends_on() -> None:
+    seen: set[str] = set()
+    for domain in DOMAINS:
+        assert set(domain.depends_on) <= seen, f"{domain.name} is registered before {set(domain.depends_on) - seen}"
+        seen.add(domain.name)
+
+
+def test_every_domain_package_is_registered() -> None:
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")} - {"platform", "migrations"}
+    assert packages == set(DEPENDS)
+
+
+def test_every_declared_part_of_a_domain_resolves() -> None:
+    for domain in DOMAINS:
+        domain.load_models()
+        assert domain.router is None or domain.build_router() is not None, domain.name
 
 
 def test_no_product_file_grows_past_600_lines() -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from smilingsteps.platform.models import load_all_models
+from smilingsteps.domains import load_all_models
 
 target_metadata = load_all_models()
 

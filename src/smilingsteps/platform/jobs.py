@@ -1,6 +1,6 @@
 """Periodic background jobs, each isolated: one failing job is logged and retried
 with backoff while the others keep running. `smilingsteps worker` runs them all;
-the app runs a few in-process in development."""
+in development the app runs them itself (`JobRunner`), so no worker is needed."""
 
 from __future__ import annotations
 
@@ -33,13 +33,13 @@ class PeriodicJob:
     max_failure_delay: float = 300.0
 
 
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `stop` is set meanwhile."""
+async def wait_or_stop(stop: asyncio.Event, seconds: float, *, wake: asyncio.Event | None = None) -> None:
+    """Wait `seconds`, or less if `stop` (or `wake`, which whoever sets `stop` sets too) is set meanwhile."""
     if stop.is_set():
         return
     try:
         async with asyncio.timeout(seconds):
-            await stop.wait()
+            await (wake or stop).wait()
     except TimeoutError:
         pass
 
@@ -58,11 +58,31 @@ async def run_pass(job: PeriodicJob, stop: asyncio.Event) -> bool:
     return True
 
 
-async def run_periodically(job: PeriodicJob, stop: asyncio.Event) -> None:
-    """Run `job` every `interval` until `stop`; after failures, back off (with jitter) up to the cap."""
+PassHook = Callable[[], Awaitable[None]]
+
+
+async def run_periodically(
+    job: PeriodicJob,
+    stop: asyncio.Event,
+    *,
+    wake: asyncio.Event | None = None,
+    before_pass: PassHook | None = None,
+    after_pass: PassHook | None = None,
+) -> None:
+    """Run `job` every `interval` until `stop`; after failures, back off (with jitter) up to the cap.
+
+    Setting `wake` starts the next pass at once.
+    """
     failures = 0
     while not stop.is_set():
-        if await run_pass(job, stop):
+        if wake is not None:
+            wake.clear()
+        if before_pass is not None:
+            await before_pass()
+        succeeded = await run_pass(job, stop)
+        if after_pass is not None:
+            await after_pass()
+        if succeeded:
             failures = 0
             delay = job.interval
         else:
@@ -71,7 +91,7 @@ async def run_periodically(job: PeriodicJob, stop: asyncio.Event) -> None:
                 backoff_delay(failures, base=max(job.interval, 1.0), cap=job.max_failure_delay),
             )
             failures += 1
-        await wait_or_stop(stop, delay)
+        await wait_or_stop(stop, delay, wake=wake)
 
 
 async def run_jobs(jobs: Sequence[PeriodicJob], stop: asyncio.Event) -> None:
@@ -84,11 +104,67 @@ async def run_jobs_once(jobs: Sequence[PeriodicJob], stop: asyncio.Event) -> lis
     return [job.name for job in jobs if not await run_pass(job, stop)]
 
 
+class JobRunner:
+    """Every job on this event loop, each on its own period: what the development server runs.
+
+    `run_all_now` is `smilingsteps worker --once` for a running app: it starts a pass of
+    every job at once and returns when each has finished one that began after the call.
+    """
+
+    def __init__(self, jobs: Sequence[PeriodicJob], *, grace_s: float) -> None:
+        self.jobs = list(jobs)
+        self.grace_s = grace_s
+        self._stop = asyncio.Event()
+        self._wake = {job.name: asyncio.Event() for job in self.jobs}
+        self._begun = dict.fromkeys(self._wake, 0)
+        self._finished = dict.fromkeys(self._wake, 0)
+        self._progress = asyncio.Condition()
+        self._task: asyncio.Task[Any] | None = None
+
+    def start(self, tasks: TaskGroup) -> None:
+        log.info("jobs_started", jobs=[job.name for job in self.jobs], in_process=True)
+        self._task = tasks.spawn(self._run_all(), name="periodic-jobs")
+
+    async def _run_all(self) -> None:
+        await asyncio.gather(*(self._run(job) for job in self.jobs))
+
+    async def _run(self, job: PeriodicJob) -> None:
+        async def begun() -> None:
+            self._begun[job.name] += 1
+
+        async def finished() -> None:
+            async with self._progress:
+                self._finished[job.name] += 1
+                self._progress.notify_all()
+
+        await run_periodically(job, self._stop, wake=self._wake[job.name], before_pass=begun, after_pass=finished)
+
+    async def run_all_now(self) -> None:
+        """Start a pass of every job now; return when each finished a pass begun after this call."""
+        targets = {name: begun + 1 for name, begun in self._begun.items()}
+        for wake in self._wake.values():
+            wake.set()
+        async with self._progress:
+            await self._progress.wait_for(
+                lambda: self._stop.is_set() or all(self._finished[name] >= n for name, n in targets.items())
+            )
+
+    async def stop(self) -> None:
+        """Let the passes in flight finish (bounded by `grace_s`), then return."""
+        self._stop.set()
+        for wake in self._wake.values():
+            wake.set()
+        async with self._progress:
+            self._progress.notify_all()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=self.grace_s)
+
+
 # ---- the worker process ---------------------------------------------------
 
 EXIT_FAILED = 1
 EXIT_FORCED = 130
-JobsFactory = Callable[[Settings, Database], Sequence[PeriodicJob]]
+JobsFactory = Callable[[Settings, Database], Sequence[PeriodicJob]]  # the registry's jobs for the worker
 
 
 def _install_signal_handlers(

@@ -6,7 +6,6 @@ Alembic needs to alter or drop them on both PostgreSQL and SQLite (batch mode).
 
 from __future__ import annotations
 
-import importlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -22,15 +21,6 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-# Each domain's models module, imported so Alembic and tests see every table.
-MODEL_MODULES: tuple[str, ...] = (
-    "smilingsteps.notifications.models",
-    "smilingsteps.audit.models",
-    "smilingsteps.accounts.models",
-    "smilingsteps.therapists.models",
-    "smilingsteps.bookings.models",
-)
 
 
 class Base(DeclarativeBase):
@@ -73,9 +63,3 @@ class UtcDateTime(TypeDecorator[datetime]):
 def new_id() -> uuid.UUID:
     """Primary keys are random UUIDs: unguessable, and safe to create on any instance."""
     return uuid.uuid4()
-
-
-def load_all_models() -> MetaData:
-    for module in MODEL_MODULES:
-        importlib.import_module(module)
-    return Base.metadata

@@ -19,6 +19,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform.clock import Clock, system_clock, utc_from
 from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.db import Database
+from smilingsteps.platform.jobs import JobRunner
 from smilingsteps.platform.ratelimit.limiter import RateLimiter
 from smilingsteps.platform.tasks import TaskGroup
 
@@ -46,6 +47,8 @@ class Runtime:
     clock: Clock = system_clock
     tasks: TaskGroup = field(default_factory=TaskGroup)
     parts: dict[type[Any], Part] = field(default_factory=dict)
+    # The periodic jobs this process runs itself (development), while the lifespan runs.
+    jobs: JobRunner | None = None
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     draining: bool = False

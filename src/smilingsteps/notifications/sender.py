@@ -43,13 +43,10 @@ from smilingsteps.platform.clock import Clock, system_clock, utc_from
 from smilingsteps.platform.db import Database, backoff_delay
 from smilingsteps.platform.errors import DatabaseUnavailableError
 from smilingsteps.platform.jobs import PeriodicJob, run_periodically
-from smilingsteps.platform.tasks import TaskGroup
 
 log = structlog.get_logger("smilingsteps.notifications")
 
 OUTBOX_JOB = "email-outbox"
-RETENTION_JOB = "email-outbox-retention"
-RETENTION_INTERVAL_S = 3600.0
 NO_ATTEMPTS_LEFT = "no attempts left: the sender stopped during the last one"
 
 
@@ -255,53 +252,3 @@ class OutboxSender:
         base, cap = self.settings.EMAIL_RETRY_BASE_DELAY, self.settings.EMAIL_RETRY_MAX_DELAY
         ceiling = min(cap, base * 2.0 ** max(0, attempts - 1))
         return ceiling / 2 + backoff_delay(0, base=ceiling / 2, cap=ceiling / 2, rng=self._rng)
-
-
-class OutboxRetention:
-    """Deletes sent and failed messages older than EMAIL_RETENTION_DAYS."""
-
-    def __init__(self, settings: Settings, db: Database, *, clock: Clock = system_clock) -> None:
-        self.settings = settings
-        self.db = db
-        self.clock = clock
-
-    def job(self) -> PeriodicJob:
-        return PeriodicJob(RETENTION_JOB, RETENTION_INTERVAL_S, self.purge)
-
-    async def purge(self, _: asyncio.Event | None = None) -> int:
-        before = utc_from(self.clock) - timedelta(days=self.settings.EMAIL_RETENTION_DAYS)
-
-        async def work(session: AsyncSession) -> int:
-            return await OutboxRepository(session).purge_finished(before=before)
-
-        deleted = await self.db.run_transaction(work)
-        if deleted:
-            log.info("email_outbox_purged", deleted=deleted, retention_days=self.settings.EMAIL_RETENTION_DAYS)
-        return deleted
-
-
-def outbox_jobs(settings: Settings, db: Database, *, clock: Clock = system_clock) -> list[PeriodicJob]:
-    """The notifications domain's jobs for `smilingsteps worker`."""
-    sender = OutboxSender(settings, db, clock=clock)
-    log.info("email_sender_ready", **sender.describe())
-    return [sender.job(), OutboxRetention(settings, db, clock=clock).job()]
-
-
-class InProcessSender:
-    """The development sender: the outbox job on the app's own event loop."""
-
-    def __init__(self, settings: Settings, db: Database, *, clock: Clock = system_clock) -> None:
-        self.sender = OutboxSender(settings, db, clock=clock)
-        self.grace_s = settings.SMTP_TIMEOUT + 5
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self, tasks: TaskGroup) -> None:
-        log.info("email_sender_ready", in_process=True, **self.sender.describe())
-        self._task = tasks.spawn(self.sender.run_forever(self._stop), name=OUTBOX_JOB)
-
-    async def stop(self) -> None:
-        """Let the message in flight finish (bounded), then return."""
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.wait({self._task}, timeout=self.grace_s)

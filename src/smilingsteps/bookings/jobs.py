@@ -1,4 +1,4 @@
-"""The bookings domain's background work for `smilingsteps worker`: expire holds, send reminders."""
+"""The bookings domain's periodic jobs (the worker's, or the development server's): expire holds, send reminders."""
 
 from __future__ import annotations
 
@@ -56,3 +56,7 @@ class BookingJobs:
             PeriodicJob("booking-hold-expiry", HOLD_EXPIRY_INTERVAL_S, self.expire_holds),
             PeriodicJob("booking-reminders", REMINDER_INTERVAL_S, self.send_reminders),
         ]
+
+
+def jobs(settings: Settings, db: Database, clock: Clock = system_clock) -> list[PeriodicJob]:
+    return BookingJobs(settings, db, clock=clock).jobs()
