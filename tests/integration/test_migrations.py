@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from smilingsteps.domains import load_all_models
 from smilingsteps.platform import migrate
+from smilingsteps.platform.models import EnumText
 from tests.support.postgres import PostgresServer, with_database
 
 
@@ -76,5 +78,35 @@ async def test_models_match_migrations(empty_database: str) -> None:
     try:
         async with engine.connect() as connection:
             assert await connection.run_sync(diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_every_enum_column_is_checked_by_the_database_against_its_enum(empty_database: str) -> None:
+    """The CHECK constraints the migrations created name exactly the values of the model's enum."""
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    metadata = load_all_models()
+    expected = {
+        (table.name, column.name): {member.value for member in column.type.enum}
+        for table in metadata.tables.values()
+        for column in table.columns
+        if isinstance(column.type, EnumText)
+    }
+    assert ("bookings", "status") in expected and ("users", "therapist_status") in expected
+    engine = create_async_engine(empty_database)
+
+    def checked(connection: Connection) -> dict[tuple[str, str], set[str]]:
+        inspector = inspect(connection)
+        found: dict[tuple[str, str], set[str]] = {}
+        for table, column in expected:
+            for check in inspector.get_check_constraints(table):
+                text = str(check["sqltext"])
+                if re.match(rf'^\(?"?{column}"?(::text)? (IN|= ANY)', text):
+                    found[(table, column)] = set(re.findall(r"'([^']*)'", text))
+        return found
+
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(checked) == expected
     finally:
         await engine.dispose()

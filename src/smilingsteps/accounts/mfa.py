@@ -116,7 +116,7 @@ async def disable_mfa(
     client: ClientInfo,
 ) -> None:
     user = await repository.existing_user(session, user_id)
-    if user.role == Role.ADMIN.value:
+    if user.role == Role.ADMIN:
         raise ForbiddenError("Administrators must keep two-factor authentication on.")
     if not user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Two-factor authentication is not on.")

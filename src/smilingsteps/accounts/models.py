@@ -10,7 +10,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from smilingsteps.platform.models import Base, UtcDateTime, new_id
+from smilingsteps.platform.models import Base, EnumText, UtcDateTime, new_id, one_of
 
 
 class Role(StrEnum):
@@ -45,9 +45,9 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(120))
     phone: Mapped[str] = mapped_column(String(12))
     timezone: Mapped[str] = mapped_column(String(64))
-    role: Mapped[str] = mapped_column(String(16))
-    status: Mapped[str] = mapped_column(String(16), default=AccountStatus.ACTIVE.value)
-    therapist_status: Mapped[str | None] = mapped_column(String(16), default=None)
+    role: Mapped[Role] = mapped_column(EnumText(Role, 16))
+    status: Mapped[AccountStatus] = mapped_column(EnumText(AccountStatus, 16), default=AccountStatus.ACTIVE)
+    therapist_status: Mapped[TherapistStatus | None] = mapped_column(EnumText(TherapistStatus, 16), default=None)
     email_verified_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     # The TOTP secret, encrypted with the application's data key.
     mfa_secret: Mapped[str | None] = mapped_column(String(255), default=None)
@@ -58,7 +58,12 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    __table_args__ = (Index("ix_users_role_status", "role", "status"),)
+    __table_args__ = (
+        Index("ix_users_role_status", "role", "status"),
+        one_of("role", Role, name="role_known"),
+        one_of("status", AccountStatus, name="status_known"),
+        one_of("therapist_status", TherapistStatus, name="therapist_status_known"),
+    )
 
     @property
     def mfa_enabled(self) -> bool:

@@ -11,11 +11,14 @@ from sqlalchemy import CursorResult, Select, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import (
+    AccountStatus,
     AccountToken,
     AuthSession,
     LoginThrottle,
     RecoveryCode,
     RefreshToken,
+    Role,
+    TherapistStatus,
     User,
 )
 from smilingsteps.accounts.schemas import Contact
@@ -56,7 +59,9 @@ async def any_admin(session: AsyncSession) -> bool:
     return (await session.execute(select(User.id).where(User.role == "admin").limit(1))).first() is not None
 
 
-def _user_search(query: str | None, role: str | None, status: str | None, therapist_status: str | None) -> Select[User]:
+def _user_search(
+    query: str | None, role: Role | None, status: AccountStatus | None, therapist_status: TherapistStatus | None
+) -> Select[User]:
     statement = select(User)
     if query:
         pattern = f"%{query.lower().replace('%', '').replace('_', '')}%"
@@ -74,9 +79,9 @@ async def search_users(
     session: AsyncSession,
     *,
     query: str | None,
-    role: str | None,
-    status: str | None,
-    therapist_status: str | None,
+    role: Role | None,
+    status: AccountStatus | None,
+    therapist_status: TherapistStatus | None,
     limit: int,
     offset: int,
 ) -> tuple[Sequence[User], int]:

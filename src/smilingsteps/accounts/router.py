@@ -75,7 +75,7 @@ def _signed_in(
         access_expires_at=issued.access_expires_at,
         csrf_token=None if native else issued.csrf_token,
         refresh_token=issued.refresh_token if native else None,
-        mfa_enrolment_required=issued.user.role == Role.ADMIN.value and not issued.mfa_verified,
+        mfa_enrolment_required=issued.user.role == Role.ADMIN and not issued.mfa_verified,
     )
 
 

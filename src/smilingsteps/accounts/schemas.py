@@ -11,8 +11,8 @@ from typing import Annotated, Literal
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints
 
-from smilingsteps.accounts.models import User
-from smilingsteps.platform.schemas import RequestModel, ResponseModel, TimeZoneName
+from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.platform.schemas import OneOf, RequestModel, ResponseModel, TimeZoneName
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
 _KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
@@ -63,7 +63,7 @@ class RegisterIn(RequestModel):
     full_name: FullName
     phone: Phone
     timezone: TimeZoneName = "Africa/Nairobi"
-    role: Literal["client", "therapist"] = "client"
+    role: Annotated[Role, OneOf(Role.CLIENT, Role.THERAPIST)] = Role.CLIENT
 
 
 class LoginIn(RequestModel):
@@ -119,9 +119,9 @@ class UserOut(ResponseModel):
     full_name: str
     phone: str
     timezone: str
-    role: str
-    status: str
-    therapist_status: str | None
+    role: Role
+    status: AccountStatus
+    therapist_status: TherapistStatus | None
     email_verified: bool
     mfa_enabled: bool
     created_at: datetime

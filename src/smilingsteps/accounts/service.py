@@ -62,8 +62,8 @@ async def register(session: AsyncSession, kit: AuthKit, data: RegisterIn, *, now
         phone=data.phone,
         timezone=data.timezone,
         role=data.role,
-        status=AccountStatus.ACTIVE.value,
-        therapist_status=TherapistStatus.PENDING.value if data.role == Role.THERAPIST.value else None,
+        status=AccountStatus.ACTIVE,
+        therapist_status=TherapistStatus.PENDING if data.role == Role.THERAPIST else None,
         password_changed_at=now,
         created_at=now,
         updated_at=now,
@@ -202,7 +202,7 @@ async def request_password_reset(
 ) -> None:
     """Email a reset link if an active account has this address; callers always answer 202."""
     user = await repository.user_by_email(session, email.strip().lower())
-    if user is None or user.status != AccountStatus.ACTIVE.value:
+    if user is None or user.status != AccountStatus.ACTIVE:
         return
     ttl = timedelta(minutes=kit.settings.PASSWORD_RESET_TTL_MINUTES)
     token = await _issue_email_token(session, user, TokenPurpose.PASSWORD_RESET, ttl=ttl, now=now)
@@ -235,7 +235,7 @@ async def confirm_password_reset(
         session, purpose=TokenPurpose.PASSWORD_RESET.value, token_hash=token_hash(token), now=now
     )
     user = await repository.user_by_id(session, user_id) if user_id else None
-    if user is None or user.status != AccountStatus.ACTIVE.value:
+    if user is None or user.status != AccountStatus.ACTIVE:
         raise InvalidEmailTokenError()
     check_password(new_password, email=user.email, full_name=user.full_name, field="new_password")
     await _set_password(session, kit, user, new_password, now=now)
@@ -266,8 +266,8 @@ async def create_admin(
         full_name=full_name,
         phone=phone,
         timezone="Africa/Nairobi",
-        role=Role.ADMIN.value,
-        status=AccountStatus.ACTIVE.value,
+        role=Role.ADMIN,
+        status=AccountStatus.ACTIVE,
         email_verified_at=now,
         password_changed_at=now,
         created_at=now,
@@ -292,9 +292,9 @@ async def set_status(
 ) -> tuple[User, bool]:
     """Suspend (every session ends at once) or reactivate an account; the account and whether it changed."""
     user = await repository.existing_user(session, user_id)
-    if user.status == status.value:
+    if user.status == status:
         return user, False
-    user.status = status.value
+    user.status = status
     user.updated_at = now
     if status is AccountStatus.SUSPENDED:
         await sessions.revoke(session, kit, user.id, now=now, reason="suspended")
@@ -306,11 +306,11 @@ async def set_therapist_status(
 ) -> tuple[User, bool]:
     """Approve or reject a therapist account (409 for any other account); the account and whether it changed."""
     user = await repository.existing_user(session, user_id)
-    if user.role != Role.THERAPIST.value:
+    if user.role != Role.THERAPIST:
         raise ConflictError("Only therapist accounts are approved or rejected.")
-    if user.therapist_status == decision.value:
+    if user.therapist_status == decision:
         return user, False
-    user.therapist_status = decision.value
+    user.therapist_status = decision
     user.updated_at = now
     return user, True
 
@@ -332,9 +332,9 @@ async def search_users(
     session: AsyncSession,
     *,
     query: str | None,
-    role: str | None,
-    status: str | None,
-    therapist_status: str | None,
+    role: Role | None,
+    status: AccountStatus | None,
+    therapist_status: TherapistStatus | None,
     limit: int,
     offset: int,
 ) -> tuple[list[User], int]:

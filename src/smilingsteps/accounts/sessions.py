@@ -156,7 +156,7 @@ def _session_end_reason(kit: AuthKit, auth_session: AuthSession, user: User, now
         return "expired"
     if auth_session.last_seen_at + kit.idle_timeout <= now:
         return "idle"
-    if user.status != AccountStatus.ACTIVE.value:
+    if user.status != AccountStatus.ACTIVE:
         return "suspended"
     return None
 

@@ -158,7 +158,7 @@ async def login(
             db, kit, email=normalised, user_id=user.id if user else None, reason="password", now=now, client=client
         )
         raise InvalidCredentialsError()
-    if user.status != AccountStatus.ACTIVE.value:
+    if user.status != AccountStatus.ACTIVE:
         raise AccountSuspendedError()
     new_hash = await kit.hasher.hash(password) if needs_rehash else None
 
@@ -203,7 +203,7 @@ async def complete_mfa_login(
     if user is None or user.mfa_secret is None or user.mfa_enabled_at is None:
         raise InvalidMfaChallengeError()
     await _refuse_if_locked(db, user.email, client.ip, now)
-    if user.status != AccountStatus.ACTIVE.value:
+    if user.status != AccountStatus.ACTIVE:
         raise AccountSuspendedError()
     secret = kit.encryptor.decrypt(user.mfa_secret)
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from smilingsteps.accounts.auth import AdminUser, AuthKitDep
-from smilingsteps.accounts.models import AccountStatus, TherapistStatus
+from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus
 from smilingsteps.accounts.schemas import UserOut
 from smilingsteps.admin import service
 from smilingsteps.admin.schemas import UserPage, UserUpdateIn
@@ -32,9 +32,9 @@ def build_router() -> APIRouter:
         admin: AdminUser,
         session: DbSession,
         q: Annotated[str | None, Query(max_length=100)] = None,
-        role: Literal["client", "therapist", "admin"] | None = None,
-        status: Literal["active", "suspended"] | None = None,
-        therapist_status: Literal["pending", "approved", "rejected"] | None = None,
+        role: Role | None = None,
+        status: AccountStatus | None = None,
+        therapist_status: TherapistStatus | None = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> UserPage:
@@ -69,7 +69,7 @@ def build_router() -> APIRouter:
                 kit,
                 admin.user_id,
                 user_id,
-                AccountStatus(body.status),
+                body.status,
                 reason=body.reason,
                 now=now,
                 client=client,
@@ -81,7 +81,7 @@ def build_router() -> APIRouter:
                 kit,
                 admin.user_id,
                 user_id,
-                TherapistStatus(body.therapist_status),
+                body.therapist_status,
                 reason=body.reason,
                 now=now,
                 client=client,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
+from smilingsteps.accounts.models import AccountStatus, TherapistStatus
 from smilingsteps.accounts.schemas import UserOut
-from smilingsteps.platform.schemas import RequestModel, ResponseModel
+from smilingsteps.platform.schemas import OneOf, RequestModel, ResponseModel
 
 
 class UserPage(ResponseModel):
@@ -17,9 +18,13 @@ class UserPage(ResponseModel):
     offset: int
 
 
+# What an administrator decides about a therapist's application.
+Decision = Annotated[TherapistStatus, OneOf(TherapistStatus.APPROVED, TherapistStatus.REJECTED)]
+
+
 class UserUpdateIn(RequestModel):
     """One change at a time, each audited: suspend/reactivate, or approve/reject a therapist."""
 
-    status: Literal["active", "suspended"] | None = None
-    therapist_status: Literal["approved", "rejected"] | None = None
+    status: AccountStatus | None = None
+    therapist_status: Decision | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None

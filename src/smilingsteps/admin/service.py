@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts import service as accounts
-from smilingsteps.accounts.models import AccountStatus, TherapistStatus, User
+from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
@@ -98,9 +98,9 @@ async def search_users(
     session: AsyncSession,
     *,
     query: str | None,
-    role: str | None,
-    status: str | None,
-    therapist_status: str | None,
+    role: Role | None,
+    status: AccountStatus | None,
+    therapist_status: TherapistStatus | None,
     limit: int,
     offset: int,
 ) -> tuple[list[User], int]:

@@ -16,7 +16,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from smilingsteps.platform.models import Base, UtcDateTime, new_id
+from smilingsteps.platform.models import Base, EnumText, UtcDateTime, new_id, one_of
 
 
 class BookingStatus(StrEnum):
@@ -33,6 +33,8 @@ class BookingStatus(StrEnum):
 # The states that occupy a slot; the exclusion constraints use the same list.
 ACTIVE_STATUSES = (BookingStatus.HELD, BookingStatus.PENDING_PAYMENT, BookingStatus.CONFIRMED)
 ACTIVE_VALUES = tuple(status.value for status in ACTIVE_STATUSES)
+# How a confirmed session ended, as its therapist records it.
+OUTCOMES = (BookingStatus.COMPLETED, BookingStatus.NO_SHOW_CLIENT, BookingStatus.NO_SHOW_THERAPIST)
 
 
 class Booking(Base):
@@ -45,7 +47,7 @@ class Booking(Base):
     ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
     # ends_at plus the therapist's buffer: what the slot keeps busy.
     blocks_until: Mapped[datetime] = mapped_column(UtcDateTime)
-    status: Mapped[str] = mapped_column(String(20))
+    status: Mapped[BookingStatus] = mapped_column(EnumText(BookingStatus, 20))
     hold_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, default=None)
     price_kes: Mapped[int] = mapped_column(Integer)
     client_timezone: Mapped[str] = mapped_column(String(64))
@@ -62,11 +64,7 @@ class Booking(Base):
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint("blocks_until >= ends_at", name="blocks_after_end"),
         CheckConstraint("refund_due_kes >= 0", name="refund_not_negative"),
-        CheckConstraint(
-            "status IN ('held', 'pending_payment', 'confirmed', 'completed', 'no_show_client',"
-            " 'no_show_therapist', 'cancelled', 'expired')",
-            name="status_known",
-        ),
+        one_of("status", BookingStatus, name="status_known"),
         Index("ix_bookings_therapist_time", "therapist_id", "starts_at"),
         Index("ix_bookings_client_time", "client_id", "starts_at"),
         Index("ix_bookings_status_hold", "status", "hold_expires_at"),
@@ -74,7 +72,7 @@ class Booking(Base):
 
     @property
     def active(self) -> bool:
-        return self.status in ACTIVE_VALUES
+        return self.status in ACTIVE_STATUSES
 
 
 class ReminderKind(StrEnum):

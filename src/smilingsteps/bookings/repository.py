@@ -53,7 +53,7 @@ def _live(now: datetime) -> ColumnElement[bool]:
     """Active and, for a hold, not yet expired (an expired hold frees its slot before the job marks it)."""
     return and_(
         _active(),
-        or_(Booking.status != BookingStatus.HELD.value, Booking.hold_expires_at > now),
+        or_(Booking.status != BookingStatus.HELD, Booking.hold_expires_at > now),
     )
 
 
@@ -170,9 +170,7 @@ async def surroundings(
     busy: list[tuple[datetime, datetime]] = []
     clash = stale_in_the_way = False
     for row in await execute_core(session, statement, parameters):
-        stale = (
-            row.status == BookingStatus.HELD.value and row.hold_expires_at is not None and row.hold_expires_at <= now
-        )
+        stale = row.status == BookingStatus.HELD and row.hold_expires_at is not None and row.hold_expires_at <= now
         mine = row.therapist_id == therapist_id
         overlaps_slot = mine and row.starts_at < blocks_until and row.blocks_until > start
         overlaps_client = row.client_id == client_id and row.starts_at < end and row.ends_at > start
@@ -257,15 +255,13 @@ async def expire_stale_holds(
     client_id: uuid.UUID | None = None,
 ) -> int:
     """Holds past their expiry become `expired` (all of them, or one therapist's or client's)."""
-    statement = update(Booking).where(Booking.status == BookingStatus.HELD.value, Booking.hold_expires_at <= now)
+    statement = update(Booking).where(Booking.status == BookingStatus.HELD, Booking.hold_expires_at <= now)
     if therapist_id is not None:
         statement = statement.where(Booking.therapist_id == therapist_id)
     if client_id is not None:
         statement = statement.where(Booking.client_id == client_id)
     result = await session.execute(
-        statement.values(status=BookingStatus.EXPIRED.value, updated_at=now).execution_options(
-            synchronize_session=False
-        )
+        statement.values(status=BookingStatus.EXPIRED, updated_at=now).execution_options(synchronize_session=False)
     )
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
@@ -288,7 +284,7 @@ async def booking_by_id(session: AsyncSession, booking_id: uuid.UUID) -> Booking
 
 
 async def bookings_of(
-    session: AsyncSession, user_id: uuid.UUID, *, status: str | None, limit: int, offset: int
+    session: AsyncSession, user_id: uuid.UUID, *, status: BookingStatus | None, limit: int, offset: int
 ) -> Sequence[Booking]:
     statement = select(Booking).where(or_(Booking.client_id == user_id, Booking.therapist_id == user_id))
     if status is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, timedelta
-from typing import Annotated, Literal
+from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, status
@@ -27,9 +27,6 @@ from smilingsteps.therapists.slots import local_label
 from smilingsteps.therapists.vocabulary import Language, Specialty
 
 ADMIN = rate_limited("admin")
-StatusFilter = Literal[
-    "held", "pending_payment", "confirmed", "completed", "no_show_client", "no_show_therapist", "cancelled", "expired"
-]
 
 
 def _actor(user: Principal, client: ClientInfo) -> service.Actor:
@@ -111,7 +108,7 @@ def build_router() -> APIRouter:
         *,
         user: CurrentUser,
         session: DbSession,
-        status_: Annotated[StatusFilter | None, Query(alias="status")] = None,
+        status_: Annotated[BookingStatus | None, Query(alias="status")] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 50,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> list[BookingOut]:
@@ -154,9 +151,7 @@ def build_router() -> APIRouter:
     async def outcome(
         *, booking_id: uuid.UUID, body: OutcomeIn, user: CurrentUser, session: DbSession, now: Now, client: Client
     ) -> BookingOut:
-        booking = await service.record_outcome(
-            session, _actor(user, client), booking_id, BookingStatus(body.outcome), now=now
-        )
+        booking = await service.record_outcome(session, _actor(user, client), booking_id, body.outcome, now=now)
         return BookingOut.model_validate(booking)
 
     @router.put("/bookings/{booking_id}/notes", status_code=status.HTTP_204_NO_CONTENT)

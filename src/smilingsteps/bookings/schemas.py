@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field
 
-from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName, UtcDatetime
+from smilingsteps.bookings.models import OUTCOMES, BookingStatus
+from smilingsteps.platform.schemas import Multiline, OneOf, RequestModel, ResponseModel, TimeZoneName, UtcDatetime
 
 
 class BookingIn(RequestModel):
@@ -26,7 +27,7 @@ class RescheduleIn(RequestModel):
 
 
 class OutcomeIn(RequestModel):
-    outcome: Literal["completed", "no_show_client", "no_show_therapist"]
+    outcome: Annotated[BookingStatus, OneOf(*OUTCOMES)]
 
 
 class NoteIn(RequestModel):
@@ -44,7 +45,7 @@ class BookingOut(ResponseModel):
     client_id: uuid.UUID
     starts_at: datetime
     ends_at: datetime
-    status: str
+    status: BookingStatus
     hold_expires_at: datetime | None
     price_kes: int
     refund_due_kes: int

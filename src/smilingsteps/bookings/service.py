@@ -243,7 +243,7 @@ async def create_hold(
         starts_at=starts_at,
         ends_at=ends_at,
         blocks_until=ends_at + timedelta(minutes=policy.buffer_minutes),
-        status=BookingStatus.HELD.value,
+        status=BookingStatus.HELD,
         hold_expires_at=now + timedelta(minutes=settings.BOOKING_HOLD_MINUTES),
         price_kes=schedule.therapist.price_kes,
         client_timezone=client_timezone,
@@ -303,7 +303,7 @@ async def booking_of(session: AsyncSession, user_id: uuid.UUID, booking_id: uuid
 
 
 async def bookings_of(
-    session: AsyncSession, user_id: uuid.UUID, *, status: str | None, limit: int, offset: int
+    session: AsyncSession, user_id: uuid.UUID, *, status: BookingStatus | None, limit: int, offset: int
 ) -> list[Booking]:
     return list(await repository.bookings_of(session, user_id, status=status, limit=limit, offset=offset))
 
@@ -326,12 +326,12 @@ async def confirm(
     booking = await repository.booking_by_id(session, booking_id)
     if booking is None:
         raise NotFoundError("No such booking.")
-    if booking.status == BookingStatus.CONFIRMED.value:
+    if booking.status == BookingStatus.CONFIRMED:
         return booking
-    live_hold = booking.status == BookingStatus.HELD.value and (booking.hold_expires_at or now) > now
-    if not (live_hold or booking.status == BookingStatus.PENDING_PAYMENT.value):
+    live_hold = booking.status == BookingStatus.HELD and (booking.hold_expires_at or now) > now
+    if not (live_hold or booking.status == BookingStatus.PENDING_PAYMENT):
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be confirmed.")
-    booking.status = BookingStatus.CONFIRMED.value
+    booking.status = BookingStatus.CONFIRMED
     booking.hold_expires_at = None
     booking.updated_at = now
     await repository.replace_reminders(session, booking.id, _reminders(booking, now))
@@ -348,7 +348,7 @@ async def send_due_reminders(session: AsyncSession, settings: Settings, *, now: 
     sent = 0
     for reminder, booking in await repository.claim_due_reminders(session, now=now, limit=limit):
         reminder.sent_at = now
-        if booking.status != BookingStatus.CONFIRMED.value or booking.starts_at <= now:
+        if booking.status != BookingStatus.CONFIRMED or booking.starts_at <= now:
             continue  # a stale reminder is spent, never sent
         lead = next(text for kind, _, text in REMINDERS if kind.value == reminder.kind)
         await _tell_both(session, settings, booking, "booking_reminder", now=now, lead=lead)
@@ -373,10 +373,10 @@ async def cancel(
     if not booking.active:
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be cancelled.")
     by_therapist = booking.therapist_id == actor.user_id
-    paid = booking.status == BookingStatus.CONFIRMED.value
+    paid = booking.status == BookingStatus.CONFIRMED
     early = booking.starts_at - now >= timedelta(hours=settings.BOOKING_FREE_CANCELLATION_HOURS)
     refund = booking.price_kes if paid and (by_therapist or early) else 0
-    booking.status = BookingStatus.CANCELLED.value
+    booking.status = BookingStatus.CANCELLED
     booking.cancelled_at = now
     booking.cancelled_by = actor.user_id
     booking.cancel_reason = reason
@@ -426,7 +426,7 @@ async def reschedule(
 ) -> Booking:
     """Move a confirmed booking to another free slot in one step: the old time is freed only if the new one is taken."""
     booking = await booking_of(session, actor.user_id, booking_id)
-    if booking.status != BookingStatus.CONFIRMED.value:
+    if booking.status != BookingStatus.CONFIRMED:
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be rescheduled.")
     by_client = booking.client_id == actor.user_id
     if by_client and booking.starts_at - now < timedelta(hours=settings.BOOKING_FREE_CANCELLATION_HOURS):
@@ -467,11 +467,11 @@ async def record_outcome(
     booking = await booking_of(session, actor.user_id, booking_id)
     if booking.therapist_id != actor.user_id:
         raise ForbiddenError("Only the session's therapist records how it went.")
-    if booking.status != BookingStatus.CONFIRMED.value:
+    if booking.status != BookingStatus.CONFIRMED:
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking has no outcome to record.")
     if now < booking.ends_at:
         raise BookingStateError("Record the outcome after the session's end time.")
-    booking.status = outcome.value
+    booking.status = outcome
     booking.updated_at = now
     await record(
         session,

@@ -9,7 +9,7 @@ from enum import StrEnum
 from sqlalchemy import CheckConstraint, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
-from smilingsteps.platform.models import Base, UtcDateTime, new_id
+from smilingsteps.platform.models import Base, EnumText, UtcDateTime, new_id, one_of
 
 
 class OutboxStatus(StrEnum):
@@ -28,7 +28,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "email_outbox"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'sending', 'sent', 'failed')", name="status"),
+        one_of("status", OutboxStatus, name="status"),
         CheckConstraint("attempts >= 0", name="attempts"),
         # The sender's query: pending rows that are due, and claims whose lease ran out.
         Index("ix_email_outbox_status_next_attempt_at", "status", "next_attempt_at"),
@@ -43,7 +43,7 @@ class OutboxMessage(Base):
     # `<outbox id@sender domain>`: the same on every attempt, so a resend after a
     # crash between the server's accept and our update is recognisable.
     message_id: Mapped[str | None] = mapped_column(String(255))
-    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING.value)
+    status: Mapped[OutboxStatus] = mapped_column(EnumText(OutboxStatus, 16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)

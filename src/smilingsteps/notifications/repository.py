@@ -29,10 +29,10 @@ from smilingsteps.notifications.models import OutboxMessage, OutboxStatus
 from smilingsteps.platform.db import execute_core
 from smilingsteps.platform.models import table_of
 
-PENDING = OutboxStatus.PENDING.value
-SENDING = OutboxStatus.SENDING.value
-SENT = OutboxStatus.SENT.value
-FAILED = OutboxStatus.FAILED.value
+PENDING = OutboxStatus.PENDING
+SENDING = OutboxStatus.SENDING
+SENT = OutboxStatus.SENT
+FAILED = OutboxStatus.FAILED
 
 
 @dataclass(frozen=True)

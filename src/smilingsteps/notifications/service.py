@@ -45,7 +45,7 @@ async def queue_email(
         subject=rendered.subject,
         body_text=rendered.text,
         body_html=rendered.html,
-        status=OutboxStatus.PENDING.value,
+        status=OutboxStatus.PENDING,
         attempts=0,
         next_attempt_at=now,
         created_at=now,

@@ -13,9 +13,20 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import CoreSchema, core_schema
 
 from smilingsteps.platform.timezones import is_iana_zone
 
@@ -27,6 +38,23 @@ _FORBIDDEN_MULTILINE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\
 @dataclass(frozen=True)
 class Multiline:
     """Marks a text field that may hold line breaks and tabs: `Annotated[str, Multiline()]`."""
+
+
+class OneOf:
+    """Some members of a StrEnum: `Annotated[BookingStatus, OneOf(BookingStatus.COMPLETED, …)]`.
+
+    The field is the enum (typed, one source of truth), but only these values are accepted,
+    and the schema lists only them: a `Literal` generated from the enum, not written again.
+    """
+
+    def __init__(self, *members: StrEnum) -> None:
+        if not members:
+            raise ValueError("name at least one member")
+        self.members = members
+
+    def __get_pydantic_core_schema__(self, source: type[StrEnum], handler: GetCoreSchemaHandler) -> CoreSchema:
+        allowed = core_schema.literal_schema([member.value for member in self.members])
+        return core_schema.no_info_after_validator_function(source, allowed)
 
 
 def clean_text(value: str, *, multiline: bool = False) -> str:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, time
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import CheckConstraint, ColumnElement, Date, ForeignKey, Index, Integer, String, Text, Time, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
-from smilingsteps.platform.models import Base, UtcDateTime, new_id
+from smilingsteps.platform.models import Base, EnumText, UtcDateTime, new_id, one_of
 
 
 class TherapistProfile(Base):
@@ -75,6 +76,11 @@ class AvailabilityRule(Base):
     )
 
 
+class ExceptionKind(StrEnum):
+    OFF = "off"  # time off: the whole day, or from start to end
+    EXTRA = "extra"  # hours added that day, from start to end
+
+
 class AvailabilityException(Base):
     """A dated change: time off (whole day when no times) or extra hours."""
 
@@ -85,11 +91,11 @@ class AvailabilityException(Base):
         Uuid, ForeignKey("therapist_profiles.user_id", ondelete="CASCADE"), index=True
     )
     day: Mapped[date] = mapped_column(Date)
-    kind: Mapped[str] = mapped_column(String(8))
+    kind: Mapped[ExceptionKind] = mapped_column(EnumText(ExceptionKind, 8))
     start: Mapped[time | None] = mapped_column(Time, default=None)
     end: Mapped[time | None] = mapped_column(Time, default=None)
 
-    __table_args__ = (CheckConstraint("kind IN ('off', 'extra')", name="kind_known"),)
+    __table_args__ = (one_of("kind", ExceptionKind, name="kind_known"),)
 
 
 # ---- what other domains may join on (read-only) -----------------------------------------
@@ -97,15 +103,15 @@ class AvailabilityException(Base):
 # What makes a therapist appear in the directory and be bookable: a therapist account,
 # approved and active (and, by the join, with a profile).
 LISTED: tuple[ColumnElement[bool], ...] = (
-    User.role == Role.THERAPIST.value,
-    User.therapist_status == TherapistStatus.APPROVED.value,
-    User.status == AccountStatus.ACTIVE.value,
+    User.role == Role.THERAPIST,
+    User.therapist_status == TherapistStatus.APPROVED,
+    User.status == AccountStatus.ACTIVE,
 )
 
 
 def is_approved(user: User) -> bool:
     """The Python side of `LISTED`'s approval: a therapist account an administrator approved."""
-    return user.role == Role.THERAPIST.value and user.therapist_status == TherapistStatus.APPROVED.value
+    return user.role == Role.THERAPIST and user.therapist_status == TherapistStatus.APPROVED
 
 
 def bookable_columns() -> tuple[Any, ...]:

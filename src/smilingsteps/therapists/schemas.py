@@ -7,13 +7,13 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from smilingsteps.accounts.models import User
 from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName
-from smilingsteps.therapists.models import TherapistProfile, is_approved
+from smilingsteps.therapists.models import ExceptionKind, TherapistProfile, is_approved
 from smilingsteps.therapists.vocabulary import Language, Specialty
 
 MAX_RULES = 50
@@ -129,7 +129,7 @@ class RuleIn(RequestModel):
 
 class ExceptionIn(RequestModel):
     day: date
-    kind: Literal["off", "extra"]
+    kind: ExceptionKind
     start: time | None = None
     end: time | None = None
 
