@@ -1,23 +1,17 @@
 """Authentication: argon2 cost, login latency end to end, and what cookie authentication adds per request.
 
-Measures three parts, each against a baseline in the same run (the machine is shared and noisy):
+Measures three parts, each against a baseline in the same run:
 
-* ``argon2`` - CPU (process time, user/sys split, page faults) and wall time of one hash and one
-  verify with the production parameters (the ``Settings`` defaults) and a few alternatives,
-  interleaved, in this process. A login costs one verify.
-* ``login``  - a real server (its own process, production server class): register, then N
-  sequential ``POST /api/v1/auth/login`` of each kind - right password, wrong password for an
-  existing email, an email with no account - interleaved. Latency at the client and the server's
-  CPU per login (all its threads). Wrong-password and no-account must cost the same: no account
-  enumeration by timing. A side check times ``POST /auth/password-reset/request`` the same way.
-* ``cookie`` - the full app (every middleware, JSON access log, rate limiting with quotas that never
-  deny) plus routes this script adds (never the package): ``GET /api/v1/_bench/anon`` (a constant),
-  ``GET /api/v1/_bench/whoami`` (``CurrentUser``) and, as a what-if, ``GET /api/v1/_bench/whoami-async``
-  (the same ``authenticate()`` behind one ``async def`` dependency). Four variants: anon without a
-  cookie, and anon, whoami, whoami-async with the three session cookies. whoami - anon is the cost of
-  authenticating on top of the middleware stack. Measured in process (direct ASGI calls in
-  interleaved batches, wall and CPU) and over loopback HTTP with ``wrk`` (1e6/rps and the server's
-  own CPU per request; sequential http.client requests when wrk is missing), plus micro-costs.
+* ``argon2`` - CPU and wall time of one hash and one verify (a login) with the ``Settings`` defaults
+  and a few alternatives, interleaved, in this process.
+* ``login``  - ``POST /api/v1/auth/login`` on a real server: right password, wrong password, no such
+  account, interleaved; latency and the server's CPU per login. Wrong-password and no-account must
+  cost the same (no account enumeration by timing); so must a password-reset request.
+* ``cookie`` - the full app plus bench-only routes: ``anon`` (a constant), ``whoami`` (``CurrentUser``)
+  and the what-if ``whoami-async`` (``authenticate()`` in one ``async def`` dependency), with and
+  without the session cookies. whoami - anon is the cost of authenticating a request; measured in
+  process (direct ASGI calls) and over HTTP (``wrk``: 1e6/rps and the server's CPU per request), with
+  micro-costs of the parts.
 
 Usage (from the repository root; bench/README.md has the details)::
 
@@ -803,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     if harness.check_serve(parser, args):
         harness.run_uvicorn(build_app(args.serve, args.workdir), args.port)
         return 0
-    options = Options.from_args(args, runs=args.runs, logins=args.logins, batch=args.batch, repeats=args.repeats)
+    options = Options.from_args(args)
     parts = args.part or list(PARTS)
     out: Path = args.out
     report: dict[str, Any] = json.loads(out.read_text()) if out.exists() and args.part else {}

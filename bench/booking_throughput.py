@@ -1,41 +1,22 @@
 """Booking creation throughput on PostgreSQL: distinct slots, and many clients racing for the same slots.
 
-Measures successful ``POST /api/v1/bookings`` per second against the issue's target: at least 300
-across distinct slots on this machine. (The issue's other number, slots for 60 days in under 20 ms,
-is ``bench/slots_cost.py``.)
+Measures successful ``POST /api/v1/bookings`` per second (target: at least 300 across distinct slots
+on this machine; the issue's slots target is ``slots_cost.py``), on a fresh PostgreSQL database
+(dropped at the end) and one production server (``create_app`` + ``build_server``) pinned to CPU 0,
+loaded by the harness's asyncio load generator on CPU 1. Set-up, not measured: approved therapists
+with a slot every hour, verified clients signed in over HTTP (bearer tokens), the slot grid.
 
-* A fresh PostgreSQL database (random name on the local server, migrated with
-  ``smilingsteps.platform.migrate.upgrade``), dropped at the end, also after a failure.
-* A real server in its own process, pinned to CPU 0: ``create_app`` + ``build_server`` (the
-  production uvicorn set-up), the JSON access log written to a file, ``APP_ENV=test``, a random
-  ``SECRET_KEY``, ``RATE_LIMITS_ENABLED=false``, ``DB_POOL_SIZE=20``, ``DB_MAX_OVERFLOW=0`` (no backend
-  churn, so PostgreSQL's CPU can be summed per backend). argon2 is at the OWASP minimum so that
-  signing in the clients during set-up takes seconds; no password is checked while measuring.
-* Set-up, not measured: approved therapists available every day 00:00-23:59 (a slot every hour),
-  verified clients written straight to the database and signed in over HTTP (bearer tokens), the
-  slot grid read from ``GET /therapists/{id}/slots``.
-* A load generator in this process, pinned to CPU 1: raw HTTP/1.1 keep-alive over asyncio streams
-  on uvloop (``harness.Connection``), every request with its own body. PostgreSQL is not pinned.
-
-Phases (``--connections`` concurrent connections, default 64; interleaved rounds, order rotating):
-``distinct`` (every request a different (therapist, start); a client never asks for two overlapping
-times), ``contention`` (``--racers`` requests per slot from different clients, back to back: exactly
-one must succeed, checked in the responses and in the database), ``read`` (baseline,
-``GET /api/v1/therapists/{id}``), ``health`` (``GET /health``), and once ``sequential`` (bookings over
-one connection). For every phase: requests and bookings per second, latency percentiles, the CPU per
-request of the server (all its threads), of PostgreSQL (this database's backends; shared processes
-separately) and of the load generator, and how busy each core was. In process, after the load: the
-SQL round trips of one booking (SQLAlchemy events). ``--py-spy`` adds a sampled profile of the server.
-
-What-if (on by default, ``--no-what-if`` skips it): a second server on the same database with no
-liveness ping on checkout, patched in that process only (``apply_no_pre_ping_what_if``), measured in
-the same interleaved rounds.
+Phases, in interleaved rounds: ``distinct`` (every request a different slot), ``contention``
+(``--racers`` clients per slot: exactly one must win, checked in the responses and the database),
+``read`` (``GET /api/v1/therapists/{id}``, the baseline), ``health``, and once ``sequential`` (one
+connection). Each reports requests and bookings per second, latency, and the CPU per request of
+the server, of PostgreSQL and of the load generator. In process: the SQL round trips of one
+booking. ``--py-spy``: where the server's CPU goes. What-if (``--no-what-if`` skips it): a second
+server with no liveness ping on checkout (``apply_no_pre_ping_what_if``), in the same rounds.
 
 Usage (from the repository root; bench/README.md has the details)::
 
-    .tools/bin/uv run --frozen python bench/booking_throughput.py             # ~4 minutes
-    .tools/bin/uv run --frozen python bench/booking_throughput.py --py-spy    # + py-spy profile (uv tool run py-spy)
-    # one server (standard or no-pre-ping), its settings from the environment as settings_env() sets them:
+    .tools/bin/uv run --frozen python bench/booking_throughput.py --ref HEAD --py-spy   # ~4 min
     .tools/bin/uv run --frozen python bench/booking_throughput.py --serve standard --port 8001 --workdir /tmp/x
 
 Results: ``bench/results/booking_throughput.json``.
@@ -50,14 +31,13 @@ import os
 import re
 import secrets
 import shlex
-import statistics
 import tempfile
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +55,6 @@ DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_PY_SPY = f"{harness.REPO_DIR / '.tools/bin/uv'} tool run py-spy"
 # A slot must still be 12 h ahead when its request is sent: keep this margin past the set-up's "now".
 SLOT_MARGIN = dt.timedelta(hours=3)
-PROBLEM_TYPE = re.compile(rb'"type"\s*:\s*"[^"]*/([a-z0-9-]+)"')
 VARIANTS = ("standard", "no-pre-ping")
 SOURCE_FILES = (
     "bookings/router.py",
@@ -162,7 +141,9 @@ def settings_env(database_url: str, workdir: Path, options: Options, secret: str
 
 
 @asynccontextmanager
-async def running_server(env: dict[str, str], workdir: Path, options: Options, variant: str) -> AsyncIterator[Context]:
+async def running_server(
+    env: dict[str, str], workdir: Path, options: Options, variant: str
+) -> AsyncIterator[harness.Target]:
     """The servers of one variant: one pinned process, or ``--instances`` unpinned ones on their own ports."""
 
     def start(name: str) -> harness.Server:
@@ -170,7 +151,7 @@ async def running_server(env: dict[str, str], workdir: Path, options: Options, v
 
     names = [f"{variant}-{index}" for index in range(options.instances)]
     with harness.running_servers(start, names, timeout=60.0) as servers:
-        yield Context([s.port for s in servers.values()], [s.pid for s in servers.values()], None, "")
+        yield harness.Target([s.port for s in servers.values()], [s.pid for s in servers.values()])
 
 
 # --------------------------------------------------------------------------
@@ -274,7 +255,7 @@ def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)
 
 
-async def verify(admin: Any, people: People, contention: SlotLedger, distinct: SlotLedger) -> dict[str, Any]:
+async def verify(admin: Any, people: People, contention: harness.Ledger, distinct: harness.Ledger) -> dict[str, Any]:
     """What the database holds after the load: one active booking per slot, one per success."""
     from smilingsteps.bookings.models import ACTIVE_VALUES  # type: ignore[import-untyped, unused-ignore]
 
@@ -358,9 +339,6 @@ def slot_grid(port: int, therapist_id: uuid.UUID) -> tuple[list[dt.datetime], dt
     return [s for s in starts if s >= earliest], now
 
 
-Slot = tuple[uuid.UUID, dt.datetime]
-
-
 def booking_request(token: str, therapist_id: uuid.UUID, start: dt.datetime) -> bytes:
     body = json.dumps(
         {"therapist_id": str(therapist_id), "starts_at": start.isoformat(), "timezone": THERAPIST_TZ},
@@ -378,192 +356,22 @@ def get_request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {harness.HOST}\r\n\r\n".encode()
 
 
-@dataclass
-class SlotLedger:
-    """Which slots were asked for and which requests succeeded."""
-
-    attempted: set[Slot] = field(default_factory=set)
-    successes: list[Slot] = field(default_factory=list)
-
-
-class Stream:
-    """Requests handed out in order, each once (bookings), or round and round (reads)."""
-
-    def __init__(self, items: list[tuple[bytes, Slot | None]], *, cycle: bool, ledger: SlotLedger | None) -> None:
-        self.items = items
-        self.cycle = cycle
-        self.ledger = ledger
-        self.next_index = 0
-
-    def take(self) -> tuple[bytes, Slot | None] | None:
-        if self.next_index >= len(self.items):
-            if not self.cycle:
-                return None
-            self.next_index = 0
-        item = self.items[self.next_index]
-        self.next_index += 1
-        if self.ledger is not None and item[1] is not None:
-            self.ledger.attempted.add(item[1])
-        return item
-
-    @property
-    def remaining(self) -> int:
-        return len(self.items) - self.next_index
-
-
 def booking_stream(
-    therapists: list[uuid.UUID], starts: list[dt.datetime], tokens: list[str], racers: int, ledger: SlotLedger
-) -> Stream:
+    therapists: list[uuid.UUID], starts: list[dt.datetime], tokens: list[str], racers: int, ledger: harness.Ledger
+) -> harness.Stream:
     """Time k outer, therapist t inner, `racers` requests per slot back to back, each from a different
     client: client (t * racers + j + k) mod C. With racers = 1 (distinct slots) a client never gets
     two requests for one time; with racers > 1 the clients of different therapists are disjoint for
     one time k, so no client-overlap either."""
     if len(tokens) < len(therapists) * racers:
         raise ValueError("need therapists x racers clients")
-    items: list[tuple[bytes, Slot | None]] = []
+    items: list[tuple[bytes, Any]] = []
     for k, start in enumerate(starts):
         for t, therapist in enumerate(therapists):
             for j in range(racers):
                 token = tokens[(t * racers + j + k) % len(tokens)]
                 items.append((booking_request(token, therapist, start), (therapist, start)))
-    return Stream(items, cycle=False, ledger=ledger)
-
-
-def outcome(status: int, body: bytes) -> str:
-    if status < 400:
-        return str(status)
-    found = PROBLEM_TYPE.search(body)
-    return f"{status} {found.group(1).decode() if found else '?'}"
-
-
-@dataclass
-class Context:
-    ports: list[int]  # one per server instance; connections are spread over them in turn, like a load balancer
-    server_pids: list[int]
-    admin: Any  # asyncpg connection to the cluster (pg_stat_activity)
-    database: str
-
-
-@dataclass
-class CpuSnapshot:
-    at: float
-    server: int
-    client: float
-    backends: dict[int, int]
-    shared: dict[int, int]
-    cores: dict[str, tuple[int, int]]
-
-
-async def pg_processes(ctx: Context) -> tuple[list[int], list[int]]:
-    """This database's backends, and PostgreSQL's shared processes (WAL writer, checkpointer, ...)."""
-    rows = await ctx.admin.fetch(
-        "SELECT pid, datname, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-    )
-    backends = [r["pid"] for r in rows if r["datname"] == ctx.database and r["application_name"] == "smilingsteps"]
-    return backends, [r["pid"] for r in rows if r["datname"] is None]
-
-
-def snapshot(ctx: Context, backends: list[int], shared: list[int]) -> CpuSnapshot:
-    return CpuSnapshot(
-        at=time.perf_counter(),
-        server=sum(harness.threads_cpu_ns(pid) for pid in ctx.server_pids),
-        client=time.process_time(),
-        backends=harness.process_cpu_ns(backends),
-        shared=harness.process_cpu_ns(shared),
-        cores=harness.cores_busy(),
-    )
-
-
-def cpu_between(before: CpuSnapshot, after: CpuSnapshot, backends_after: list[int]) -> dict[str, Any]:
-    """Seconds of CPU used between two snapshots; backends that appeared meanwhile count from their start."""
-    all_backends = harness.process_cpu_ns(backends_after) | after.backends
-    cores = {}
-    for name, (busy, total) in after.cores.items():
-        busy0, total0 = before.cores.get(name, (busy, total))
-        cores[name] = round((busy - busy0) / max(1, total - total0), 3)
-    return {
-        "server_s": (after.server - before.server) / 1e9,
-        "client_s": after.client - before.client,
-        "pg_backends_s": sum(ns - before.backends.get(pid, 0) for pid, ns in all_backends.items()) / 1e9,
-        "pg_backends": len(all_backends),
-        "pg_shared_s": sum(ns - before.shared.get(pid, ns) for pid, ns in after.shared.items()) / 1e9,
-        "core_busy_fraction": cores,
-    }
-
-
-async def run_phase(
-    ctx: Context, kind: str, stream: Stream, connections: int, duration: float, *, record: bool = True
-) -> dict[str, Any]:
-    """`connections` workers send requests from `stream` until `duration` has passed (or it runs dry)."""
-    conns = [await harness.Connection.open(ctx.ports[i % len(ctx.ports)]) for i in range(connections)]
-    backends, shared = await pg_processes(ctx)
-    latencies: list[int] = []
-    outcomes: Counter[str] = Counter()
-    ledger = stream.ledger
-    before = snapshot(ctx, backends, shared)
-    started = time.perf_counter()
-    deadline = started + duration
-    last_done = started
-
-    async def worker(conn: harness.Connection) -> None:
-        nonlocal last_done
-        while time.perf_counter() < deadline:
-            item = stream.take()
-            if item is None:
-                return
-            raw, slot = item
-            sent = time.perf_counter_ns()
-            status, body = await conn.send(raw)
-            latencies.append(time.perf_counter_ns() - sent)
-            outcomes[outcome(status, body)] += 1
-            if status == 201 and ledger is not None and slot is not None:
-                ledger.successes.append(slot)
-            last_done = time.perf_counter()
-
-    await asyncio.gather(*(worker(conn) for conn in conns))
-    after = snapshot(ctx, backends, shared)
-    backends_after, _ = await pg_processes(ctx)
-    for conn in conns:
-        await conn.close()
-    if not record:
-        return {}
-    elapsed = last_done - started
-    requests = len(latencies)
-    cpu = cpu_between(before, after, backends_after)
-
-    def per(seconds: float, count: int) -> float:
-        return round(seconds * 1e6 / max(1, count), 1)
-
-    result: dict[str, Any] = {
-        "kind": kind,
-        "connections": connections,
-        "seconds": round(elapsed, 3),
-        "requests": requests,
-        "requests_per_second": round(requests / elapsed, 1),
-        "ok_per_second": round(sum(n for key, n in outcomes.items() if key.startswith("2")) / elapsed, 1),
-        "outcomes": dict(sorted(outcomes.items())),
-        "latency_ms": harness.percentiles(latencies),
-        "cpu_s": {key: round(value, 4) if isinstance(value, float) else value for key, value in cpu.items()},
-        "server_cpu_us_per_request": per(cpu["server_s"], requests),
-        "pg_cpu_us_per_request": per(cpu["pg_backends_s"], requests),
-        "pg_shared_cpu_us_per_request": per(cpu["pg_shared_s"], requests),
-        "client_cpu_us_per_request": per(cpu["client_s"], requests),
-        "server_busy_fraction": round(cpu["server_s"] / elapsed, 3),
-        # Cores busy with anything but the server, this database's backends, PostgreSQL's shared processes
-        # and this load generator: other work on the (shared) machine; about 0 in a clean run.
-        "other_load_cores": round(
-            cpu["core_busy_fraction"].get("cpu", 0.0) * (len(cpu["core_busy_fraction"]) - 1)
-            - (cpu["server_s"] + cpu["pg_backends_s"] + cpu["pg_shared_s"] + cpu["client_s"]) / elapsed,
-            3,
-        ),
-        "pg_busy_fraction": round(cpu["pg_backends_s"] / elapsed, 3),
-    }
-    if kind in {"distinct", "contention", "sequential"}:
-        successes = outcomes.get("201", 0)
-        result["bookings_per_second"] = round(successes / elapsed, 1)
-        result["server_cpu_us_per_booking"] = per(cpu["server_s"], successes)
-        result["pg_cpu_us_per_booking"] = per(cpu["pg_backends_s"], successes)
-    return result
+    return harness.Stream(items, ledger=ledger)
 
 
 # --------------------------------------------------------------------------
@@ -709,7 +517,9 @@ def sqlalchemy_part(frames: list[str]) -> str:
     return "building statements in our code (select()/where()/update() expressions)"
 
 
-async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdir: Path) -> dict[str, Any]:
+async def sampled_profile(
+    ctx: harness.Target, stream: harness.Stream, options: Options, workdir: Path
+) -> dict[str, Any]:
     assert options.py_spy is not None
     out = workdir / "pyspy.txt"
     seconds = int(options.profile_seconds)
@@ -774,43 +584,11 @@ async def sampled_profile(ctx: Context, stream: Stream, options: Options, workdi
 # --------------------------------------------------------------------------
 
 
-def summarise(runs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    mine = [r for r in runs if r["kind"] == kind]
-
-    def median_of(rows: list[dict[str, Any]], key: str, digits: int = 1) -> float:
-        values = [r[key] for r in rows if key in r]
-        return round(round(statistics.median(values), 1), digits) if values else float("nan")
-
-    latencies = [r["latency_ms"] for r in mine]
-    summary: dict[str, Any] = {
-        "rounds": len(mine),
-        "requests_per_second": median_of(mine, "requests_per_second"),
-        "rounds_requests_per_second": [r["requests_per_second"] for r in mine],
-        **{f"{p}_ms": median_of(latencies, p, 2) for p in ("p50", "p95", "p99")},
-        **{
-            key: median_of(mine, key)
-            for key in (
-                "server_cpu_us_per_request",
-                "pg_cpu_us_per_request",
-                "pg_shared_cpu_us_per_request",
-                "client_cpu_us_per_request",
-                "server_busy_fraction",
-                "pg_busy_fraction",
-            )
-        },
-        "other_load_cores_max": max((r["other_load_cores"] for r in mine), default=float("nan")),
-        "outcomes": dict(sum((Counter(r["outcomes"]) for r in mine), Counter())),
-    }
-    if any("bookings_per_second" in r for r in mine):
-        summary["bookings_per_second"] = median_of(mine, "bookings_per_second")
-        summary["rounds_bookings_per_second"] = [r["bookings_per_second"] for r in mine]
-        summary["server_cpu_us_per_booking"] = median_of(mine, "server_cpu_us_per_booking")
-        summary["pg_cpu_us_per_booking"] = median_of(mine, "pg_cpu_us_per_booking")
-    return summary
-
-
 def headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    summary = {kind: summarise(runs, kind) for kind in ("distinct", "contention", "read", "health")}
+    summary = {
+        kind: harness.phase_summary([r for r in runs if r["kind"] == kind], "booking")
+        for kind in ("distinct", "contention", "read", "health")
+    }
     distinct = summary["distinct"]
     return {
         "summary": summary,
@@ -830,9 +608,9 @@ def headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 @dataclass
 class Workload:
-    streams: dict[str, Stream]
-    distinct_ledger: SlotLedger
-    race_ledger: SlotLedger
+    streams: dict[str, harness.Stream]
+    distinct_ledger: harness.Ledger
+    race_ledger: harness.Ledger
     starts: list[dt.datetime]
     setup: dict[str, Any]
 
@@ -843,14 +621,14 @@ async def prepare(port: int, people: People, options: Options) -> Workload:
     tokens = await asyncio.to_thread(sign_in, port, people.clients)
     race_tokens = await asyncio.to_thread(sign_in, port, people.race_clients)
     starts, grid_now = await asyncio.to_thread(slot_grid, port, people.therapists[0])
-    distinct_ledger, race_ledger = SlotLedger(), SlotLedger()
+    distinct_ledger, race_ledger = harness.Ledger(), harness.Ledger()
     streams = {
         "distinct": booking_stream(people.therapists, starts, tokens, 1, distinct_ledger),
         "contention": booking_stream(people.race_therapists, starts, race_tokens, options.racers, race_ledger),
-        "read": Stream(
+        "read": harness.Stream(
             [(get_request(f"{API}/therapists/{t}"), None) for t in people.therapists], cycle=True, ledger=None
         ),
-        "health": Stream([(get_request("/health"), None)], cycle=True, ledger=None),
+        "health": harness.Stream([(get_request("/health"), None)], cycle=True, ledger=None),
     }
     setup = {
         "seconds": round(time.monotonic() - setup_started, 1),
@@ -869,7 +647,17 @@ async def prepare(port: int, people: People, options: Options) -> Workload:
     return Workload(streams, distinct_ledger, race_ledger, starts, setup)
 
 
-async def interleaved(ctx: Context, workload: Workload, options: Options, label: str) -> list[dict[str, Any]]:
+BOOKING_KINDS = {"distinct", "contention", "sequential"}
+
+
+async def run_phase(
+    ctx: harness.Target, kind: str, stream: harness.Stream, connections: int, duration: float, *, record: bool = True
+) -> dict[str, Any]:
+    success = "booking" if kind in BOOKING_KINDS else None
+    return await harness.load_phase(ctx, kind, stream, connections, duration, record=record, success=success)
+
+
+async def interleaved(ctx: harness.Target, workload: Workload, options: Options, label: str) -> list[dict[str, Any]]:
     """Warm-up per kind, then rounds of every kind, the order rotating."""
     streams = workload.streams
     for kind, stream in streams.items():
@@ -1076,20 +864,8 @@ def main(argv: list[str] | None = None) -> int:
     if harness.check_serve(parser, args):
         serve(args.port, args.workdir, args.serve)
         return 0
-    options = Options.from_args(
-        args,
-        sequential=args.sequential,
-        racers=args.racers,
-        therapists=args.therapists,
-        race_therapists=args.race_therapists,
-        pool_size=args.pool_size,
-        max_overflow=args.max_overflow,
-        admin_url=args.admin_url,
-        py_spy=shlex.split(args.py_spy) if args.py_spy else None,
-        profile_seconds=args.profile_seconds,
-        what_if=not args.no_what_if,
-        instances=args.instances,
-    )
+    py_spy = shlex.split(args.py_spy) if args.py_spy else None
+    options = Options.from_args(args, py_spy=py_spy, what_if=not args.no_what_if)
     options.pinned = options.pinned and args.instances == 1
     harness.postgres_url(options.admin_url, "check")  # loopback only
     import uvloop

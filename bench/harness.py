@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import http.client
@@ -41,9 +42,10 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self, TextIO, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -153,15 +155,6 @@ def silence_access_log() -> Callable[[], None]:
     return restore
 
 
-@contextmanager
-def access_log_silenced() -> Iterator[None]:
-    restore = silence_access_log()
-    try:
-        yield
-    finally:
-        restore()
-
-
 def log_statuses(log_file: Path, *needles: str) -> dict[str, int]:
     """Access-log lines (event "request") containing every needle, counted by status."""
     counts: dict[str, int] = {}
@@ -196,20 +189,15 @@ class Load:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, **fields: Any) -> Self:
-        """The load arguments (`add_load_arguments`), `--tmp-root`, the CPUs, and `fields`. With two
-        CPUs or more, the server gets the first and the load generator the second."""
+        """Every field with an argument of the same name that is not None (`add_load_arguments`,
+        `--tmp-root`, a subclass's own), the CPUs, and `fields`. With two CPUs or more, the server
+        gets the first and the load generator the second."""
         cpus = sorted(os.sched_getaffinity(0))
-        base: dict[str, Any] = {
-            "duration": args.duration,
-            "warmup": args.warmup,
-            "rounds": args.rounds,
-            "connections": args.connections,
-            "server_cpu": cpus[0],
-            "client_cpu": cpus[1] if len(cpus) > 1 else cpus[0],
-            "pinned": len(cpus) > 1,
-            "tmp_root": args.tmp_root,
+        found = {
+            f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None
         }
-        return cls(**{**base, **fields})
+        cpu_plan = {"server_cpu": cpus[0], "client_cpu": cpus[1] if len(cpus) > 1 else cpus[0], "pinned": len(cpus) > 1}
+        return cls(**{**found, **cpu_plan, **fields})
 
     def taskset(self, cpu: int) -> list[str]:
         """The command prefix that pins a child process to `cpu` (nothing when not pinning)."""
@@ -706,6 +694,219 @@ class Connection:
         self.writer.close()
         with suppress(OSError):
             await self.writer.wait_closed()
+
+
+# --------------------------------------------------------------------------
+# An asyncio load generator with CPU accounting (for requests wrk cannot make, e.g. each with its
+# own body): the server's threads, a PostgreSQL database's backends and shared processes, this
+# process, and how busy each core was
+# --------------------------------------------------------------------------
+
+PROBLEM_TYPE = re.compile(rb'"type"\s*:\s*"[^"]*/([a-z0-9-]+)"')
+PG_APPLICATION = "smilingsteps"  # the application_name of the app's database connections
+
+
+@dataclass
+class Ledger:
+    """The tags of the requests a stream handed out, and of those answered 201."""
+
+    attempted: set[Any] = field(default_factory=set)
+    successes: list[Any] = field(default_factory=list)
+
+
+class Stream:
+    """Raw requests (with a tag each) handed out in order, each once, or round and round with `cycle`."""
+
+    def __init__(self, items: list[tuple[bytes, Any]], *, cycle: bool = False, ledger: Ledger | None = None) -> None:
+        self.items = items
+        self.cycle = cycle
+        self.ledger = ledger
+        self.next_index = 0
+
+    def take(self) -> tuple[bytes, Any] | None:
+        if self.next_index >= len(self.items):
+            if not self.cycle:
+                return None
+            self.next_index = 0
+        item = self.items[self.next_index]
+        self.next_index += 1
+        if self.ledger is not None and item[1] is not None:
+            self.ledger.attempted.add(item[1])
+        return item
+
+    @property
+    def remaining(self) -> int:
+        return len(self.items) - self.next_index
+
+
+@dataclass
+class Target:
+    """What a load phase sends to and accounts for."""
+
+    ports: list[int]  # one per server instance; connections are spread over them in turn, like a load balancer
+    server_pids: list[int]
+    admin: Any = None  # asyncpg connection to the cluster (pg_stat_activity)
+    database: str = ""
+
+
+def outcome(status: int, body: bytes) -> str:
+    """The status, and for an error the problem type's last path segment (RFC 9457 bodies)."""
+    if status < 400:
+        return str(status)
+    found = PROBLEM_TYPE.search(body)
+    return f"{status} {found.group(1).decode() if found else '?'}"
+
+
+async def _pg_processes(target: Target) -> tuple[list[int], list[int]]:
+    """The database's backends, and PostgreSQL's shared processes (WAL writer, checkpointer, ...)."""
+    rows = await target.admin.fetch(
+        "SELECT pid, datname, application_name FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
+    )
+    mine = [r["pid"] for r in rows if r["datname"] == target.database and r["application_name"] == PG_APPLICATION]
+    return mine, [r["pid"] for r in rows if r["datname"] is None]
+
+
+def _cpu_snapshot(target: Target, backends: list[int], shared: list[int]) -> dict[str, Any]:
+    return {
+        "server": sum(threads_cpu_ns(pid) for pid in target.server_pids),
+        "client": time.process_time(),
+        "backends": process_cpu_ns(backends),
+        "shared": process_cpu_ns(shared),
+        "cores": cores_busy(),
+    }
+
+
+def _cpu_between(before: dict[str, Any], after: dict[str, Any], backends_after: list[int]) -> dict[str, Any]:
+    """Seconds of CPU used between two snapshots; backends that appeared meanwhile count from their start."""
+    backends = process_cpu_ns(backends_after) | after["backends"]
+    cores = {}
+    for name, (busy, total) in after["cores"].items():
+        busy0, total0 = before["cores"].get(name, (busy, total))
+        cores[name] = round((busy - busy0) / max(1, total - total0), 3)
+    return {
+        "server_s": (after["server"] - before["server"]) / 1e9,
+        "client_s": after["client"] - before["client"],
+        "pg_backends_s": sum(ns - before["backends"].get(pid, 0) for pid, ns in backends.items()) / 1e9,
+        "pg_backends": len(backends),
+        "pg_shared_s": sum(ns - before["shared"].get(pid, ns) for pid, ns in after["shared"].items()) / 1e9,
+        "core_busy_fraction": cores,
+    }
+
+
+async def load_phase(
+    target: Target,
+    kind: str,
+    stream: Stream,
+    connections: int,
+    duration: float,
+    *,
+    record: bool = True,
+    success: str | None = None,
+) -> dict[str, Any]:
+    """`connections` workers send requests from `stream` until `duration` has passed (or it runs dry).
+
+    Reports requests and 2xx per second, outcomes, latency percentiles, CPU per request (server, the
+    database's backends, PostgreSQL's shared processes, this process), busy fractions, and the load
+    from outside the run. With `success` (e.g. "booking"), 201s per second and CPU per 201 as well."""
+    conns = [await Connection.open(target.ports[i % len(target.ports)]) for i in range(connections)]
+    backends, shared = await _pg_processes(target)
+    latencies: list[int] = []
+    outcomes: Counter[str] = Counter()
+    ledger = stream.ledger
+    before = _cpu_snapshot(target, backends, shared)
+    started = time.perf_counter()
+    deadline = started + duration
+    last_done = started
+
+    async def worker(conn: Connection) -> None:
+        nonlocal last_done
+        while time.perf_counter() < deadline:
+            item = stream.take()
+            if item is None:
+                return
+            raw, tag = item
+            sent = time.perf_counter_ns()
+            status, body = await conn.send(raw)
+            latencies.append(time.perf_counter_ns() - sent)
+            outcomes[outcome(status, body)] += 1
+            if status == 201 and ledger is not None and tag is not None:
+                ledger.successes.append(tag)
+            last_done = time.perf_counter()
+
+    await asyncio.gather(*(worker(conn) for conn in conns))
+    after = _cpu_snapshot(target, backends, shared)
+    backends_after, _ = await _pg_processes(target)
+    for conn in conns:
+        await conn.close()
+    if not record:
+        return {}
+    elapsed = last_done - started
+    requests = len(latencies)
+    cpu = _cpu_between(before, after, backends_after)
+
+    def per(seconds: float, count: int) -> float:
+        return round(seconds * 1e6 / max(1, count), 1)
+
+    result: dict[str, Any] = {
+        "kind": kind,
+        "connections": connections,
+        "seconds": round(elapsed, 3),
+        "requests": requests,
+        "requests_per_second": round(requests / elapsed, 1),
+        "ok_per_second": round(sum(n for key, n in outcomes.items() if key.startswith("2")) / elapsed, 1),
+        "outcomes": dict(sorted(outcomes.items())),
+        "latency_ms": percentiles(latencies),
+        "cpu_s": {key: round(value, 4) if isinstance(value, float) else value for key, value in cpu.items()},
+        "server_cpu_us_per_request": per(cpu["server_s"], requests),
+        "pg_cpu_us_per_request": per(cpu["pg_backends_s"], requests),
+        "pg_shared_cpu_us_per_request": per(cpu["pg_shared_s"], requests),
+        "client_cpu_us_per_request": per(cpu["client_s"], requests),
+        "server_busy_fraction": round(cpu["server_s"] / elapsed, 3),
+        # Cores busy with anything but the server, the database's backends, PostgreSQL's shared processes
+        # and this load generator: other work on the (shared) machine; about 0 in a clean run.
+        "other_load_cores": round(
+            cpu["core_busy_fraction"].get("cpu", 0.0) * (len(cpu["core_busy_fraction"]) - 1)
+            - (cpu["server_s"] + cpu["pg_backends_s"] + cpu["pg_shared_s"] + cpu["client_s"]) / elapsed,
+            3,
+        ),
+        "pg_busy_fraction": round(cpu["pg_backends_s"] / elapsed, 3),
+    }
+    if success:
+        successes = outcomes.get("201", 0)
+        result[f"{success}s_per_second"] = round(successes / elapsed, 1)
+        result[f"server_cpu_us_per_{success}"] = per(cpu["server_s"], successes)
+        result[f"pg_cpu_us_per_{success}"] = per(cpu["pg_backends_s"], successes)
+    return result
+
+
+def phase_summary(runs: Sequence[Mapping[str, Any]], success: str | None = None) -> dict[str, Any]:
+    """The rounds of one kind of `load_phase`: medians over rounds (latency: of the rounds' percentiles)."""
+
+    def median_of(rows: Sequence[Mapping[str, Any]], key: str, digits: int = 1) -> float:
+        values = [r[key] for r in rows if key in r]
+        return round(round(statistics.median(values), 1), digits) if values else float("nan")
+
+    latencies = [r["latency_ms"] for r in runs]
+    cpu = ("server_cpu_us_per_request", "pg_cpu_us_per_request", "pg_shared_cpu_us_per_request")
+    summary: dict[str, Any] = {
+        "rounds": len(runs),
+        "requests_per_second": median_of(runs, "requests_per_second"),
+        "rounds_requests_per_second": [r["requests_per_second"] for r in runs],
+        **{f"{p}_ms": median_of(latencies, p, 2) for p in ("p50", "p95", "p99")},
+        **{key: median_of(runs, key) for key in cpu},
+        **{
+            key: median_of(runs, key)
+            for key in ("client_cpu_us_per_request", "server_busy_fraction", "pg_busy_fraction")
+        },
+        "other_load_cores_max": max((r["other_load_cores"] for r in runs), default=float("nan")),
+        "outcomes": dict(sum((Counter(r["outcomes"]) for r in runs), Counter())),
+    }
+    if success and any(f"{success}s_per_second" in r for r in runs):
+        summary[f"{success}s_per_second"] = median_of(runs, f"{success}s_per_second")
+        summary[f"rounds_{success}s_per_second"] = [r[f"{success}s_per_second"] for r in runs]
+        summary[f"server_cpu_us_per_{success}"] = median_of(runs, f"server_cpu_us_per_{success}")
+        summary[f"pg_cpu_us_per_{success}"] = median_of(runs, f"pg_cpu_us_per_{success}")
+    return summary
 
 
 def postgres_url(admin_url: str, database: str, *, driver: str = "postgresql+asyncpg") -> str:

@@ -1,24 +1,14 @@
 """Rate limiting: requests per second of a limited endpoint, Redis backend vs limiting off.
 
-Measures three servers of the full app (``create_app``), each its own process on a free 127.0.0.1
-port with the harness's uvicorn settings on the production server class:
-
-* ``off``    - ``RATE_LIMITS_ENABLED=false``: no RateLimitMiddleware at all,
-* ``redis``  - ``REDIS_URL=redis://127.0.0.1:6379/0``, a unique ``REDIS_KEY_PREFIX`` per run and a
-  quota so large that nothing is ever denied,
-* ``memory`` - the in-process backend (no ``REDIS_URL``), same quota, for reference.
-
-All three set ``TRUSTED_PROXIES=127.0.0.1/32``. ``wrk`` (1 thread, 32 connections) loads
-``GET /api/v1`` (the API index, class ``api``) in two variants: ``one-key`` (plain wrk: every
-request from 127.0.0.1, ONE limiter key) and ``many-keys`` (a wrk Lua script sends
-``X-Forwarded-For: 10.x.y.z``, random per request: nearly every request has its own key).
-
-Rounds are interleaved; the statistic is the median rps. The servers are pinned to CPU 0; wrk and
-redis-server share CPU 1 (redis-server's affinity is set with ``taskset -a -p`` for the run and
-restored; ``--no-pin-redis`` leaves it alone). The run checks that every response was 200 (wrk and
-the access logs), how often the Redis server fell back to memory, and that Redis received the keys
-(counted with ``redis-cli --scan``, then deleted). ``--py-spy`` profiles the live ``off`` and
-``redis`` servers and reads batch sizes from a probe; ``--what-if`` measures monkeypatched changes.
+Measures three servers of the full app (production server class, ``TRUSTED_PROXIES=127.0.0.1/32``)
+under ``wrk`` on ``GET /api/v1``: ``off`` (``RATE_LIMITS_ENABLED=false``), ``redis`` (the local Redis, a
+key prefix per run, a quota that never denies) and ``memory`` (the in-process backend), in two
+variants: ``one-key`` (every request from 127.0.0.1: one hot limiter key) and ``many-keys`` (a wrk Lua
+script sends a random ``X-Forwarded-For`` per request). Interleaved rounds, median rps; the servers on
+CPU 0, wrk and redis-server (pinned for the run, then restored) on CPU 1. Checks: every response 200,
+the limiter's fallbacks to memory, and that Redis received the keys (counted, then deleted).
+``--py-spy`` profiles the live ``off`` and ``redis`` servers and reads batch sizes from a probe server;
+``--what-if`` measures changes monkeypatched into one server's process.
 
 Usage (from the repository root; bench/README.md has the details)::
 
@@ -859,9 +849,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown --tweak {sorted(set(tweaks) - set(TWEAKS))}; choose from {sorted(TWEAKS)}")
         serve(args.serve, args.port, args.workdir, args.prefix, args.rate, tweaks)
         return 0
-    options = Options.from_args(args, pin_redis=not args.no_pin_redis, rate=args.rate)
-    if args.prefix:
-        options.prefix = args.prefix
+    options = Options.from_args(args, pin_redis=not args.no_pin_redis)
     with harness.source_of(args.ref):
         if args.py_spy:
             sampled_profile(
