@@ -266,7 +266,8 @@ def add_output_arguments(parser: argparse.ArgumentParser, out: Path | None) -> N
     parser.add_argument(
         "--tmp-root", default=default_tmp_root(), help="scratch directory root (default: /dev/shm when present)"
     )
-    parser.add_argument("--out", type=Path, default=out, help=f"JSON output path (default {out})")
+    where = out.relative_to(REPO_DIR) if out else "bench/results/, the file of the mode run"
+    parser.add_argument("--out", type=Path, default=out, help=f"JSON output path (default: {where})")
 
 
 def add_ref_argument(parser: argparse.ArgumentParser) -> None:
