@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import smilingsteps
@@ -39,6 +40,14 @@ def test_every_declared_part_of_a_domain_resolves() -> None:
     for domain in DOMAINS:
         domain.load_models()
         assert domain.router is None or domain.build_router() is not None, domain.name
+
+
+def test_the_architecture_page_lists_what_each_domain_declares() -> None:
+    page = (PACKAGE.parents[1] / "docs" / "architecture.md").read_text()
+    table = page[page.index("| domain | depends on |") :]
+    rows = re.findall(r"^\| (\w+) \| ([\w, —]+) \|$", table.split("\n\n")[0], flags=re.MULTILINE)[1:]
+    written = {name: tuple(sorted(d.strip() for d in deps.split(",") if d.strip() != "—")) for name, deps in rows}
+    assert written == {name: tuple(sorted(deps)) for name, deps in DEPENDS.items()}
 
 
 def test_no_product_file_grows_past_600_lines() -> None:

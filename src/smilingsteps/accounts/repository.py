@@ -56,7 +56,7 @@ async def email_exists(session: AsyncSession, email: str) -> bool:
 
 
 async def any_admin(session: AsyncSession) -> bool:
-    return (await session.execute(select(User.id).where(User.role == "admin").limit(1))).first() is not None
+    return (await session.execute(select(User.id).where(User.role == Role.ADMIN).limit(1))).first() is not None
 
 
 def _user_search(
@@ -109,7 +109,7 @@ async def refresh_token_with_session(
             .where(RefreshToken.token_hash == token_hash)
         )
     ).first()
-    return None if row is None else (row[0], row[1], row[2])
+    return None if row is None else (row.RefreshToken, row.AuthSession, row.User)
 
 
 async def spend_refresh_token(session: AsyncSession, token_hash: str, now: datetime) -> bool:

@@ -93,7 +93,7 @@ async def busy_between(
     )
     if excluding is not None:
         statement = statement.where(Booking.id != excluding)
-    return [(row[0], row[1]) for row in await session.execute(statement.order_by(Booking.starts_at))]
+    return [(row.starts_at, row.blocks_until) for row in await session.execute(statement.order_by(Booking.starts_at))]
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ async def claim_due_reminders(
         .limit(limit)
         .with_for_update(skip_locked=True, of=BookingReminder)
     )
-    return [(row[0], row[1]) for row in await session.execute(statement)]
+    return [(row.BookingReminder, row.Booking) for row in await session.execute(statement)]
 
 
 async def note_for(session: AsyncSession, booking_id: uuid.UUID, therapist_id: uuid.UUID) -> SessionNote | None:

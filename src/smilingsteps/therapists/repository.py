@@ -50,18 +50,18 @@ async def _with_tags(session: AsyncSession, rows: Sequence[tuple[User, Therapist
     specialties: dict[uuid.UUID, list[str]] = {i: [] for i in ids}
     languages: dict[uuid.UUID, list[str]] = {i: [] for i in ids}
     if ids:
-        for tid, value in await session.execute(
+        for row in await session.execute(
             select(TherapistSpecialty.therapist_id, TherapistSpecialty.specialty)
             .where(TherapistSpecialty.therapist_id.in_(ids))
             .order_by(TherapistSpecialty.specialty)
         ):
-            specialties[tid].append(value)
-        for tid, value in await session.execute(
+            specialties[row.therapist_id].append(row.specialty)
+        for row in await session.execute(
             select(TherapistLanguage.therapist_id, TherapistLanguage.language)
             .where(TherapistLanguage.therapist_id.in_(ids))
             .order_by(TherapistLanguage.language)
         ):
-            languages[tid].append(value)
+            languages[row.therapist_id].append(row.language)
     return [Therapist(user, profile, specialties[user.id], languages[user.id]) for user, profile in rows]
 
 
@@ -69,7 +69,7 @@ async def listed_therapist(session: AsyncSession, therapist_id: uuid.UUID) -> Th
     row = (await session.execute(_listed().where(User.id == therapist_id))).first()
     if row is None:
         return None
-    return (await _with_tags(session, [(row[0], row[1])]))[0]
+    return (await _with_tags(session, [(row.User, row.TherapistProfile)]))[0]
 
 
 async def bookable(session: AsyncSession, therapist_id: uuid.UUID) -> Bookable | None:
@@ -88,7 +88,7 @@ async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist | 
     ).first()
     if row is None:
         return None
-    return (await _with_tags(session, [(row[0], row[1])]))[0]
+    return (await _with_tags(session, [(row.User, row.TherapistProfile)]))[0]
 
 
 async def search(
@@ -119,7 +119,7 @@ async def search(
         name, last_id = after
         statement = statement.where((User.full_name > name) | ((User.full_name == name) & (User.id > last_id)))
     rows = (await session.execute(statement.order_by(User.full_name, User.id).limit(limit))).all()
-    return await _with_tags(session, [(row[0], row[1]) for row in rows])
+    return await _with_tags(session, [(row.User, row.TherapistProfile) for row in rows])
 
 
 async def save_tags(

@@ -14,18 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import Role
 from smilingsteps.config import Settings
-from smilingsteps.platform.errors import ConflictError, ForbiddenError, NotFoundError, ValidationFailedError
+from smilingsteps.platform.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.therapists import repository
+from smilingsteps.therapists.errors import NoProfileError
 from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, TherapistProfile
 from smilingsteps.therapists.schemas import AvailabilityIn, Bookable, ExceptionIn, ProfileIn, RuleIn, Therapist
 from smilingsteps.therapists.slots import DateException, SlotPolicy, WeeklyRule
 
 MAX_PAGE = 50
-
-
-class NoProfileError(ConflictError):
-    slug, title = "therapist-profile-missing", "Therapist profile missing"
-    default_detail = "Create your therapist profile (PUT /api/v1/therapists/me) first."
 
 
 @dataclass(frozen=True)
