@@ -81,13 +81,17 @@ S = TypeVar("S")
 
 
 def app_runtime(app: Any) -> Any:
-    """The running app's runtime (settings, database, clock); set by the app's lifespan."""
-    return app.state.runtime
+    """The app's one typed state (settings, database, clock, domain parts), built by create_app."""
+    from smilingsteps.platform.runtime import runtime_of_app  # type: ignore[import-untyped, unused-ignore]
+
+    return runtime_of_app(app)
 
 
 def auth_kit(app: Any) -> Any:
-    """The app's accounts toolkit (token codec, revocations, cookies)."""
-    return app.state.auth
+    """The app's accounts toolkit (token codec, revocations, cookies): the accounts part of its runtime."""
+    from smilingsteps.accounts.security import auth_kit_of  # type: ignore[import-untyped, unused-ignore]
+
+    return auth_kit_of(app_runtime(app))
 
 
 # --------------------------------------------------------------------------
