@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
+from smilingsteps.accounts import service as accounts
 from smilingsteps.accounts.auth import AdminUser, AuthKitDep
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus
 from smilingsteps.accounts.schemas import UserOut
@@ -38,14 +39,14 @@ def build_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     ) -> UserPage:
-        users, total = await service.search_users(
+        users, total = await accounts.search_users(
             session, query=q, role=role, status=status, therapist_status=therapist_status, limit=limit, offset=offset
         )
         return UserPage(items=[UserOut.of(u) for u in users], total=total, limit=limit, offset=offset)
 
     @router.get("/users/{user_id}", openapi_extra=ADMIN)
     async def get_user(user_id: uuid.UUID, admin: AdminUser, session: DbSession) -> UserOut:
-        return UserOut.of(await service.get_user(session, user_id))
+        return UserOut.of(await accounts.get_user(session, user_id))
 
     @router.patch("/users/{user_id}", openapi_extra=ADMIN)
     async def update_user(

@@ -1,4 +1,4 @@
-"""Administration: suspend and reactivate accounts, review therapist applications, find users.
+"""Administration: suspend and reactivate accounts, review therapist applications.
 
 Every change is audited with the administrator as the actor. Account state itself belongs
 to accounts: this module decides who may do what and calls the accounts service.
@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts import service as accounts
-from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.accounts.models import AccountStatus, TherapistStatus, User
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
@@ -88,23 +88,3 @@ async def review_therapist(
         details={"reason": reason} if reason else None,
     )
     return user
-
-
-async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
-    return await accounts.get_user(session, user_id)
-
-
-async def search_users(
-    session: AsyncSession,
-    *,
-    query: str | None,
-    role: Role | None,
-    status: AccountStatus | None,
-    therapist_status: TherapistStatus | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[User], int]:
-    """A page of accounts matching the filters (name or email contains `query`), and how many match in all."""
-    return await accounts.search_users(
-        session, query=query, role=role, status=status, therapist_status=therapist_status, limit=limit, offset=offset
-    )
