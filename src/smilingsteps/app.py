@@ -71,7 +71,14 @@ def build_limiter(settings: Settings, clock: Clock | None = None) -> RateLimiter
         redis = RedisBackend(
             settings.REDIS_URL.get_secret_value(), timeout_s=settings.RATE_LIMIT_REDIS_TIMEOUT_MS / 1000
         )
-    return RateLimiter(build_policies(settings.rate_limits), redis=redis, prefix=settings.REDIS_KEY_PREFIX, clock=clock)
+    return RateLimiter(
+        build_policies(settings.rate_limits),
+        redis=redis,
+        prefix=settings.REDIS_KEY_PREFIX,
+        clock=clock,
+        instances=settings.RATE_LIMIT_INSTANCES,
+        enabled=settings.RATE_LIMITS_ENABLED,
+    )
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:

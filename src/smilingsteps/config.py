@@ -128,12 +128,15 @@ class Settings(BaseSettings):
     METRICS_TOKEN: SecretStr | None = None
     RATE_LIMITS_ENABLED: bool = True
     RATE_LIMIT_AUTH: str = DEFAULT_RATES["auth"]
+    RATE_LIMIT_EMAIL: str = DEFAULT_RATES["email"]
     RATE_LIMIT_API: str = DEFAULT_RATES["api"]
     RATE_LIMIT_PAYMENTS: str = DEFAULT_RATES["payments"]
     RATE_LIMIT_VIDEO: str = DEFAULT_RATES["video"]
     RATE_LIMIT_UPLOADS: str = DEFAULT_RATES["uploads"]
     RATE_LIMIT_ADMIN: str = DEFAULT_RATES["admin"]
     RATE_LIMIT_REDIS_TIMEOUT_MS: int = Field(default=50, ge=1, le=5000)
+    # How many instances share the quota: each enforces quota ÷ this while Redis is down.
+    RATE_LIMIT_INSTANCES: int = Field(default=1, ge=1, le=1000)
     REDIS_KEY_PREFIX: str = Field(default="ss", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     ICE_SERVERS: str | None = None
     TURN_SECRET: SecretStr | None = None
@@ -170,6 +173,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "RATE_LIMIT_AUTH",
+        "RATE_LIMIT_EMAIL",
         "RATE_LIMIT_API",
         "RATE_LIMIT_PAYMENTS",
         "RATE_LIMIT_VIDEO",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from smilingsteps.platform.ratelimit.gcra import gcra
+from smilingsteps.platform.ratelimit.gcra import gcra, gcra_refund
 from smilingsteps.platform.ratelimit.limiter import rate_limit_headers
 from smilingsteps.platform.ratelimit.memory import MemoryBackend
 from smilingsteps.platform.ratelimit.messages import MessageLimiter, MessageRejectedError
@@ -112,3 +112,45 @@ def test_message_limiter_bounds_rate_and_size() -> None:
     with pytest.raises(MessageRejectedError) as too_big:
         limiter.admit("x" * 11)
     assert too_big.value.close_code == 1009
+
+
+def test_a_refund_gives_back_exactly_one_request_and_never_more_than_the_quota() -> None:
+    tat, now = None, 1_000 * S
+    for _ in range(5):
+        _, tat = gcra(tat, now, AUTH)
+    assert not gcra(tat, now, AUTH)[0].allowed
+    back, tat = gcra_refund(tat, now, AUTH)
+    assert back.allowed and back.remaining == 1 and back.reset_us == 720 * S
+    again, tat = gcra(tat, now, AUTH)
+    assert again.allowed and again.remaining == 0
+    for _ in range(10):  # more refunds than requests made: never beyond the full quota
+        refunded, tat = gcra_refund(tat, now, AUTH)
+    assert refunded.remaining == 5 and tat is None
+    assert gcra(None, now, AUTH)[0].remaining == 4
+
+
+def test_a_refund_after_time_passed_does_not_reach_into_the_past() -> None:
+    tat, now = None, 1_000 * S
+    _, tat = gcra(tat, now, AUTH)  # one request: tat = now + 180 s
+    later = now + 170 * S
+    refunded, new_tat = gcra_refund(tat, later, AUTH)
+    assert new_tat is None or new_tat >= later
+    assert refunded.remaining == 5
+
+
+def test_memory_backend_refunds_like_the_algorithm() -> None:
+    memory, now = MemoryBackend(), 1_000 * S
+    for _ in range(5):
+        memory.hit("k", AUTH, now)
+    assert not memory.hit("k", AUTH, now).allowed
+    assert memory.refund("k", AUTH, now).remaining == 1
+    assert memory.hit("k", AUTH, now).allowed
+    assert memory.refund("absent", AUTH, now).remaining == 5 and "absent" not in memory._tats
+
+
+@pytest.mark.parametrize(
+    ("quota", "instances", "share"), [(50, 2, 25), (5, 2, 2), (5, 10, 1), (100, 1, 100), (7, 3, 2)]
+)
+def test_each_instance_takes_its_share_of_the_quota_and_at_least_one(quota: int, instances: int, share: int) -> None:
+    policy = Policy("api", quota, 900)
+    assert policy.share(instances) == Policy("api", share, 900)

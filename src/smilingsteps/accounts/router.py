@@ -41,7 +41,8 @@ from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
 
-AUTH = rate_limited("auth")
+AUTH = rate_limited("auth")  # guessing: failed attempts count, a success is given back
+EMAIL = rate_limited("email")  # requests that send an email
 
 
 def _session_out(auth_session: AuthSession, current: uuid.UUID) -> SessionOut:
@@ -60,6 +61,12 @@ def _refuse_foreign_origin(request: Request, kit: AuthKitDep) -> None:
     """Browsers send Origin; a sign-in form posted from another site is login CSRF."""
     if "origin" in request.headers and not origin_allowed(request, kit.settings.origins):
         raise CsrfError("The request's Origin is not allowed.")
+
+
+async def _spend_email_quota(runtime: RuntimeDep, to: str) -> None:
+    """The email class per recipient, as the middleware counts it per sender: one address gets at
+    most RATE_LIMIT_EMAIL messages a window, however many addresses ask (existing account or not)."""
+    await runtime.limiter.enforce("email", f"to:{to.strip().lower()}")
 
 
 def _signed_in(
@@ -82,11 +89,19 @@ def _signed_in(
 def build_router() -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["accounts"])
 
-    @router.post("/auth/register", status_code=status.HTTP_201_CREATED, openapi_extra=AUTH)
+    @router.post("/auth/register", status_code=status.HTTP_201_CREATED, openapi_extra=EMAIL)
     async def register(
-        *, body: RegisterIn, request: Request, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+        *,
+        body: RegisterIn,
+        request: Request,
+        session: DbSession,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
     ) -> UserOut:
         _refuse_foreign_origin(request, kit)
+        await _spend_email_quota(runtime, body.email)
         return UserOut.of(await service.register(session, kit, body, now=now, client=client))
 
     @router.post("/auth/login", openapi_extra=AUTH)
@@ -183,12 +198,12 @@ def build_router() -> APIRouter:
     async def verify_email(body: TokenIn, session: DbSession, now: Now, client: Client) -> UserOut:
         return UserOut.of(await service.verify_email(session, body.token, now=now, client=client))
 
-    @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
+    @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=EMAIL)
     async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> Response:
         await service.resend_verification(session, kit, user.user_id, now=now)
         return Response(status_code=status.HTTP_202_ACCEPTED)
 
-    @router.post("/auth/password-reset/request", status_code=status.HTTP_202_ACCEPTED, openapi_extra=AUTH)
+    @router.post("/auth/password-reset/request", status_code=status.HTTP_202_ACCEPTED, openapi_extra=EMAIL)
     async def password_reset_request(
         *,
         body: PasswordResetRequestIn,
@@ -200,6 +215,7 @@ def build_router() -> APIRouter:
         client: Client,
     ) -> Response:
         _refuse_foreign_origin(request, kit)
+        await _spend_email_quota(runtime, body.email)
         # The work happens after the answer, so an existing account cannot be
         # told from a missing one by how long the 202 takes.
         background.add_task(service.send_password_reset, runtime.db, kit, body.email, now=now, client=client)

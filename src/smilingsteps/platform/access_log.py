@@ -10,7 +10,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smilingsteps.platform.context import client_ip_of
+from smilingsteps.platform.context import client_ip_of, route_template_of
 from smilingsteps.platform.logging import ACCESS_LOGGER, log_request
 
 log = structlog.get_logger(ACCESS_LOGGER)
@@ -37,7 +37,7 @@ class RouteTemplates:
     def __call__(self, scope: Scope) -> str:
         route = scope.get("route")
         if route is None:
-            return "<unmatched>"
+            return route_template_of(scope) or "<unmatched>"
         routes = getattr(scope.get("app"), "routes", None)
         if routes is not None and (id(routes), len(routes)) != self._table:
             self._rebuild(routes)

@@ -9,6 +9,7 @@ from starlette.types import Scope
 
 REQUEST_ID_KEY = "request_id"
 CLIENT_IP_KEY = "client_ip"
+ROUTE_TEMPLATE_KEY = "route_template"
 USER_AGENT_MAX = 256  # characters of a User-Agent kept (sessions list, audit)
 
 
@@ -26,6 +27,16 @@ def set_request_id(scope: Scope, request_id: str) -> None:
 
 def request_id_of(scope: Scope) -> str | None:
     value = (scope.get("state") or {}).get(REQUEST_ID_KEY)
+    return value if isinstance(value, str) else None
+
+
+def set_route_template(scope: Scope, template: str) -> None:
+    """For a request answered before routing (a 429): the route it would have reached, for the access log."""
+    _state(scope)[ROUTE_TEMPLATE_KEY] = template
+
+
+def route_template_of(scope: Scope) -> str | None:
+    value = (scope.get("state") or {}).get(ROUTE_TEMPLATE_KEY)
     return value if isinstance(value, str) else None
 
 

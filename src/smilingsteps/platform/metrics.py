@@ -60,6 +60,17 @@ class RuntimeCollector(Collector):
             "Switches from Redis to in-memory rate limiting",
             value=limiter.fallbacks,
         )
+        yield CounterMetricFamily(
+            "smilingsteps_rate_limit_fallback_checks",
+            "Checks decided in this instance's memory (its share of the quota) although Redis is configured",
+            value=limiter.fallback_checks,
+        )
+        if limiter.redis is not None:
+            yield CounterMetricFamily(
+                "smilingsteps_rate_limit_redis_overdue",
+                "Redis batches not answered within RATE_LIMIT_REDIS_TIMEOUT_MS (a PING then decided)",
+                value=limiter.redis.overdue,
+            )
 
 
 def _is_loopback(host: str | None) -> bool:

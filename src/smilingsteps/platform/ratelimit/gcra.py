@@ -36,6 +36,19 @@ def gcra(tat_us: int | None, now_us: int, policy: Policy) -> tuple[Decision, int
     return Decision(True, (now_us - allow_at) // interval, new_tat - now_us, 0), new_tat
 
 
+def gcra_refund(tat_us: int | None, now_us: int, policy: Policy) -> tuple[Decision, int | None]:
+    """Give back one request (it turned out not to count); the decision as it stands after, and the new TAT.
+
+    The theoretical arrival time moves back one interval, never before now: a refund
+    restores what one request spent and never adds to a full quota.
+    """
+    if tat_us is None or tat_us <= now_us:
+        return Decision(True, policy.quota, 0, 0), None
+    new_tat = max(now_us, tat_us - policy.interval_us)
+    remaining = min(policy.quota, (now_us + policy.window_us - new_tat) // policy.interval_us)
+    return Decision(True, remaining, new_tat - now_us, 0), new_tat
+
+
 # The same algorithm, atomically in Redis. ARGV: interval_us, window_us, now_us
 # (negative: use the Redis server's clock, shared by every app instance).
 GCRA_LUA = """
@@ -55,4 +68,27 @@ if now < allow_at then
 end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
 return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
+"""
+
+# `gcra_refund` in Redis: ARGV as for GCRA_LUA; KEYS[1] is deleted when nothing is left to give back.
+REFUND_LUA = """
+local interval = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+if now < 0 then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local quota = math.floor(window / interval)
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat <= now then
+  return {1, quota, 0, 0}
+end
+local new_tat = math.max(now, tat - interval)
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
+end
+return {1, math.min(quota, math.floor((now + window - new_tat) / interval)), new_tat - now, 0}
 """

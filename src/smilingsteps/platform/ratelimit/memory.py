@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smilingsteps.platform.ratelimit.gcra import Decision, gcra
+from smilingsteps.platform.ratelimit.gcra import Decision, gcra, gcra_refund
 from smilingsteps.platform.ratelimit.policies import Policy
 
 
@@ -21,6 +21,14 @@ class MemoryBackend:
             self._tats[key] = new_tat
             if len(self._tats) > self.max_keys:
                 self._prune(now_us)
+        return decision
+
+    def refund(self, key: str, policy: Policy, now_us: int) -> Decision:
+        decision, new_tat = gcra_refund(self._tats.get(key), now_us, policy)
+        if new_tat is None:
+            self._tats.pop(key, None)
+        else:
+            self._tats[key] = new_tat
         return decision
 
     def _prune(self, now_us: int) -> None:

@@ -4,6 +4,11 @@ The route's class comes from its declaration (`rate_limited(...)` in
 `openapi_extra`; `api` when none), resolved once per route table. The key is
 the authenticated user when `identify` names one, else the client address
 (after trusted-proxy resolution).
+
+Every request is counted before it runs, so a burst of parallel attempts cannot
+overspend a quota. In a class that counts failures only (auth), a request that
+succeeds is given back before its headers are sent, and the headers say what is
+left after the refund.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from smilingsteps.platform.context import client_ip_of
+from smilingsteps.platform.context import client_ip_of, set_route_template
 from smilingsteps.platform.errors import problem_response
-from smilingsteps.platform.ratelimit.limiter import RateLimiter, rate_limit_headers
+from smilingsteps.platform.ratelimit.limiter import RateLimiter, Verdict, rate_limit_headers
 from smilingsteps.platform.ratelimit.policies import DEFAULT_POLICY, EXEMPT, POLICY_KEY
 from smilingsteps.platform.versioning import API_PREFIX
 
@@ -45,35 +50,46 @@ def api_routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[str, str, str]]:
 
 
 class PolicyResolver:
-    """Which policy a request falls under; None when it is not limited."""
+    """Which policy a request falls under (None when it is not limited), and its route template."""
 
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.size = len(routes)
         self._static: dict[tuple[str, str], str] = {}
-        self._dynamic: list[tuple[str, re.Pattern[str], str]] = []
+        self._dynamic: list[tuple[str, re.Pattern[str], str, str]] = []
         for method, path, policy in api_routes(routes):
             if "{" in path:
-                self._dynamic.append((method, compile_path(path)[0], policy))
+                self._dynamic.append((method, compile_path(path)[0], policy, path))
             else:
                 self._static[(method, path)] = policy
 
     def policy_for(self, scope: Scope) -> str | None:
+        return self.resolve(scope)[0]
+
+    def resolve(self, scope: Scope) -> tuple[str | None, str | None]:
+        """(policy or None when not limited, the matching route's template or None)."""
         path: str = scope["path"]
         if not path.startswith(API_PREFIX):
-            return None  # health, metrics, pages: outside the API classes
+            return None, None  # health, metrics, pages: outside the API classes
         method = scope.get("method", "WS")
-        policy = self._static.get((method, path)) or self._match_dynamic(method, path) or DEFAULT_POLICY
-        return None if policy == EXEMPT else policy
+        static = self._static.get((method, path))
+        policy, template = (static, path) if static is not None else self._match_dynamic(method, path)
+        policy = policy or DEFAULT_POLICY  # unknown paths count too: a scanner cannot probe for free
+        return (None if policy == EXEMPT else policy), template
 
-    def _match_dynamic(self, method: str, path: str) -> str | None:
-        for route_method, pattern, policy in self._dynamic:
+    def _match_dynamic(self, method: str, path: str) -> tuple[str | None, str | None]:
+        for route_method, pattern, policy, template in self._dynamic:
             if route_method == method and pattern.match(path):
-                return policy
-        return None
+                return policy, template
+        return None, None
 
 
 def _no_identity(_: Scope) -> str | None:
     return None
+
+
+def _raw_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    headers = rate_limit_headers(verdict.policy, verdict.decision)
+    return [(name.lower().encode(), value.encode()) for name, value in headers]
 
 
 class RateLimitMiddleware:
@@ -91,40 +107,48 @@ class RateLimitMiddleware:
         self.identify = identify
         self._resolver: PolicyResolver | None = None
 
-    def _resolve(self, scope: Scope) -> str | None:
+    def _resolve(self, scope: Scope) -> tuple[str | None, str | None]:
         routes = self.routes()
         if self._resolver is None or self._resolver.size != len(routes):
             self._resolver = PolicyResolver(routes)
-        return self._resolver.policy_for(scope)
+        return self._resolver.resolve(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        policy_name = self._resolve(scope)
+        policy_name, template = self._resolve(scope)
         if policy_name is None:
             await self.app(scope, receive, send)
             return
         user = self.identify(scope)
         identity = f"user:{user}" if user else f"ip:{client_ip_of(scope) or 'unknown'}"
-        decision = await self.limiter.check(policy_name, identity)
-        if not decision.allowed:
-            error = self.limiter.rejection(policy_name, identity, decision)
+        verdict = await self.limiter.check(policy_name, identity)
+        if not verdict.allowed:
+            if template is not None:
+                set_route_template(scope, template)  # refused before routing: the access log still names it
+            error = self.limiter.rejection(identity, verdict)
             if scope["type"] == "http":
                 await problem_response(error, scope)(scope, receive, send)
             else:
                 await self._refuse_websocket(scope, receive, send, error.headers)
             return
-        policy = self.limiter.policies[policy_name]
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         # Raw bytes appended to the message: this runs on every limited response.
-        raw = [(name.lower().encode(), value.encode()) for name, value in rate_limit_headers(policy, decision)]
+        raw = _raw_headers(verdict)
+        refund_success = verdict.policy.failures_only
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *raw]
+                headers = raw
+                if refund_success and message["status"] < 400:
+                    headers = _raw_headers(await self.limiter.refund(policy_name, identity))
+                message["headers"] = [*message.get("headers", ()), *headers]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+        await self.app(scope, receive, send_with_headers)
 
     @staticmethod
     async def _refuse_websocket(scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:

@@ -3,6 +3,13 @@
 A quota of q per window w is enforced with GCRA: a client may spend the whole
 quota at once and then regains one request every w/q seconds. There is no
 window edge, so no fixed-window double burst.
+
+What counts: every request of a class counts against its quota, except in the
+classes listed in FAILURES_ONLY, where a request that succeeds (2xx/3xx) is given
+back once its answer is known: the auth class limits guessing (wrong passwords,
+codes and tokens), not people signing in. The email class covers the requests that
+send an email (registration, password-reset requests, verification resends), so
+mail cannot be used to flood someone.
 """
 
 from __future__ import annotations
@@ -17,12 +24,15 @@ EXEMPT = "exempt"
 DEFAULT_POLICY = "api"
 DEFAULT_RATES: Mapping[str, str] = {
     "auth": "5/15m",
+    "email": "5/1h",
     "api": "100/15m",
     "payments": "10/1h",
     "video": "30/1m",
     "uploads": "20/1h",
     "admin": "50/15m",
 }
+# Classes that count only failed requests (a success is given back).
+FAILURES_ONLY = frozenset({"auth"})
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*")
 
@@ -32,6 +42,11 @@ class Policy:
     name: str
     quota: int
     window_s: int
+    failures_only: bool = False
+
+    def share(self, instances: int) -> Policy:
+        """This instance's part of the quota when instances cannot count together (Redis down): at least one."""
+        return Policy(self.name, max(1, self.quota // instances), self.window_s, self.failures_only)
 
     @property
     def interval_us(self) -> int:
@@ -59,7 +74,7 @@ def parse_rate(text: str) -> tuple[int, int]:
 
 
 def build_policies(rates: Mapping[str, str]) -> dict[str, Policy]:
-    return {name: Policy(name, *parse_rate(rate)) for name, rate in rates.items()}
+    return {name: Policy(name, *parse_rate(rate), failures_only=name in FAILURES_ONLY) for name, rate in rates.items()}
 
 
 def rate_limited(policy: str) -> dict[str, Any]:
