@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -381,6 +382,24 @@ def check_responses(servers: dict[str, harness.Server]) -> dict[str, Any]:
     return seen
 
 
+FALLBACK_METRICS = {
+    "checks_decided_in_memory": "smilingsteps_rate_limit_fallback_checks_total",
+    "breaker_openings": "smilingsteps_rate_limit_fallbacks_total",
+    "overdue_batches": "smilingsteps_rate_limit_redis_overdue_total",
+}
+
+
+def limiter_counters(server: harness.Server) -> dict[str, int]:
+    """The limiter's fallback counters from the server's /metrics (absent in older code: -1)."""
+    with urllib.request.urlopen(server.url("/metrics"), timeout=5) as response:  # loopback only
+        text = response.read().decode()
+    found = {
+        name: re.search(rf"^{metric} ([0-9.e+]+)$", text, flags=re.MULTILINE)
+        for name, metric in FALLBACK_METRICS.items()
+    }
+    return {name: int(float(match.group(1))) if match else -1 for name, match in found.items()}
+
+
 def scan_log(path: Path) -> dict[str, Any]:
     """From a server's JSON log: access-log lines by status, denials, and the limiter's
     fallbacks to memory (with the access-log lines written while it was degraded)."""
@@ -445,7 +464,9 @@ def benchmark(options: Options, out: Path) -> dict[str, Any]:
                             runs.append({"kind": kind, "variant": variant, "round": rnd + 1, **result})
                             print(f"round {rnd + 1} {variant:9s} {kind:6s} {result['rps']:9.1f} rps", flush=True)
                 after = redis_counters()
+                limiter = limiter_counters(servers["redis"])
             logs = {kind: scan_log(workdir / f"{kind}-app.log") for kind in KINDS}
+            logs["redis"]["limiter_counters"] = limiter
             keys = count_keys(options.prefix)
         finally:
             deleted = delete_keys(options.prefix)
@@ -563,6 +584,10 @@ def summarise(
             "problems": problems,
             "all_200": not problems,
             "redis_fallback_to_memory": {
+                # Redis is healthy throughout, so every check decided in memory is a false fallback.
+                "false_fallbacks": redis_log["limiter_counters"]["checks_decided_in_memory"],
+                "target_false_fallbacks": 0,
+                **redis_log["limiter_counters"],
                 "degraded_events": redis_log["backend_degraded_events"],
                 "restored_events": redis_log["backend_restored_events"],
                 "access_lines_while_degraded": redis_log["access_lines_while_degraded"],
@@ -609,7 +634,9 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"redis server fell back to memory {fallback['degraded_events']} times "
         f"(restored {fallback['restored_events']}); {fallback['access_lines_while_degraded']} requests "
-        f"({fallback['share_of_redis_requests']:.3%}) answered while degraded"
+        f"({fallback['share_of_redis_requests']:.3%}) answered while degraded; false fallbacks (checks decided "
+        f"in memory with Redis healthy) {fallback['false_fallbacks']}, Redis batches overdue "
+        f"{fallback['overdue_batches']}"
     )
 
 
