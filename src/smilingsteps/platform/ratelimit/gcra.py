@@ -49,9 +49,9 @@ def gcra_refund(tat_us: int | None, now_us: int, policy: Policy) -> tuple[Decisi
     return Decision(True, remaining, new_tat - now_us, 0), new_tat
 
 
-# The same algorithm, atomically in Redis. ARGV: interval_us, window_us, now_us
-# (negative: use the Redis server's clock, shared by every app instance).
-GCRA_LUA = """
+# Both scripts' arguments. ARGV: interval_us, window_us, now_us (negative: use the Redis
+# server's clock, shared by every app instance); KEYS[1]: the key's theoretical arrival time.
+_LUA_ARGUMENTS = """
 local interval = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
@@ -59,7 +59,12 @@ if now < 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local tat = tonumber(redis.call('GET', KEYS[1]))
+"""
+
+# The same algorithm, atomically in Redis.
+GCRA_LUA = (
+    _LUA_ARGUMENTS
+    + """local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then tat = now end
 local new_tat = tat + interval
 local allow_at = new_tat - window
@@ -69,17 +74,12 @@ end
 redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000))
 return {1, math.floor((now - allow_at) / interval), new_tat - now, 0}
 """
+)
 
-# `gcra_refund` in Redis: ARGV as for GCRA_LUA; KEYS[1] is deleted when nothing is left to give back.
-REFUND_LUA = """
-local interval = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
-if now < 0 then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local quota = math.floor(window / interval)
+# `gcra_refund` in Redis; KEYS[1] is deleted when nothing is left to give back.
+REFUND_LUA = (
+    _LUA_ARGUMENTS
+    + """local quota = math.floor(window / interval)
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat <= now then
   return {1, quota, 0, 0}
@@ -92,3 +92,4 @@ else
 end
 return {1, math.min(quota, math.floor((now + window - new_tat) / interval)), new_tat - now, 0}
 """
+)
