@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     ALLOWED_ORIGINS: CsvList = Field(default_factory=list)
     TRUSTED_PROXIES: CsvList = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    # What one connection may cost the server before the app sees a request (slow or oversized clients).
+    SERVER_MAX_HEADER_BYTES: int = Field(default=32_768, ge=4096, le=1_048_576)
+    SERVER_MAX_HEADERS: int = Field(default=100, ge=16, le=1000)
+    SERVER_HEADER_TIMEOUT: float = Field(default=10.0, gt=0, le=300)
+    SERVER_BODY_TIMEOUT: float = Field(default=15.0, gt=0, le=300)
+    SERVER_KEEPALIVE_TIMEOUT: float = Field(default=5.0, gt=0, le=300)
+    SERVER_MAX_CONNECTIONS: int = Field(default=1000, ge=10, le=100_000)
 
     DATABASE_URL: str | None = None
     DB_POOL_SIZE: int = Field(default=10, ge=1, le=200)
