@@ -84,6 +84,8 @@ def test_development_starts_with_insecure_defaults_but_reports_them(monkeypatch:
         ("ENCRYPTION_KEYS", "not-a-fernet-key"),
         ("ENCRYPTION_KEYS", " , "),
         ("LOG_LEVEL", "loud"),
+        ("RATE_LIMIT_API", "1000000000/15m"),  # rounds the GCRA interval to zero
+        ("RATE_LIMIT_AUTH", "5/1000d"),
     ],
 )
 def test_bad_values_raise_one_line_naming_the_variable(

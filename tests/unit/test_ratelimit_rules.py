@@ -154,3 +154,23 @@ def test_memory_backend_refunds_like_the_algorithm() -> None:
 def test_each_instance_takes_its_share_of_the_quota_and_at_least_one(quota: int, instances: int, share: int) -> None:
     policy = Policy("api", quota, 900)
     assert policy.share(instances) == Policy("api", share, 900)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("1000000000/15m", "more than one request per microsecond"),
+        ("2000001/2s", "more than one request per microsecond"),
+        ("5/400d", "at most 366 days"),
+    ],
+)
+def test_rates_the_algorithm_cannot_represent_are_refused(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        parse_rate(text)
+
+
+def test_the_largest_representable_rate_works_end_to_end() -> None:
+    policy = Policy("api", *parse_rate("1000000/1s"))
+    assert policy.interval_us == 1
+    decision, _ = gcra(None, 5 * S, policy)
+    assert decision.allowed and decision.remaining == 999_999

@@ -35,6 +35,7 @@ from smilingsteps.accounts.schemas import (
     TotpConfirmIn,
     TotpSetupOut,
     UserOut,
+    lookup_email,
 )
 from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
 from smilingsteps.platform.errors import ValidationFailedError
@@ -66,7 +67,7 @@ def _refuse_foreign_origin(request: Request, kit: AuthKitDep) -> None:
 async def _spend_email_quota(runtime: RuntimeDep, to: str) -> None:
     """The email class per recipient, as the middleware counts it per sender: one address gets at
     most RATE_LIMIT_EMAIL messages a window, however many addresses ask (existing account or not)."""
-    await runtime.limiter.enforce("email", f"to:{to.strip().lower()}")
+    await runtime.limiter.enforce("email", f"to:{lookup_email(to)}")
 
 
 def _signed_in(

@@ -19,11 +19,24 @@ _KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
 
 
 def normalise_email(value: str) -> str:
-    """One spelling per mailbox: IDNA/Unicode normalised, then lower-cased (uniqueness is case-insensitive)."""
+    """One spelling per mailbox, that every mail server accepts: the local part in ASCII (addresses
+    needing SMTPUTF8 are refused here, with the reason), the domain in its IDNA (ASCII) form, all
+    lower-cased (uniqueness is case-insensitive). `user@café.example` is kept as `user@xn--caf-dma.example`."""
     try:
-        return validate_email(value, check_deliverability=False).normalized.lower()
+        valid = validate_email(value, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
         raise ValueError(str(exc)) from None
+    # Without SMTPUTF8 every valid address has an ASCII form.
+    return (valid.ascii_email or valid.normalized).lower()
+
+
+def lookup_email(value: str) -> str:
+    """The stored spelling of a typed address, or the text lower-cased when it is not a valid one:
+    sign-in and password reset look the account up, and answer the same either way."""
+    try:
+        return normalise_email(value)
+    except ValueError:
+        return value.strip().lower()
 
 
 def normalise_phone(value: str) -> str:

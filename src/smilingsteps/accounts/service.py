@@ -28,7 +28,7 @@ from smilingsteps.accounts.models import (
     User,
 )
 from smilingsteps.accounts.passwords import password_problem
-from smilingsteps.accounts.schemas import Contact, RegisterIn
+from smilingsteps.accounts.schemas import Contact, RegisterIn, lookup_email
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
@@ -201,7 +201,7 @@ async def request_password_reset(
     session: AsyncSession, kit: AuthKit, email: str, *, now: datetime, client: ClientInfo
 ) -> None:
     """Email a reset link if an active account has this address; callers always answer 202."""
-    user = await repository.user_by_email(session, email.strip().lower())
+    user = await repository.user_by_email(session, lookup_email(email))
     if user is None or user.status != AccountStatus.ACTIVE:
         return
     ttl = timedelta(minutes=kit.settings.PASSWORD_RESET_TTL_MINUTES)

@@ -26,6 +26,7 @@ from smilingsteps.accounts.models import (
     AccountStatus,
     LoginThrottle,
 )
+from smilingsteps.accounts.schemas import lookup_email
 from smilingsteps.accounts.security import MFA_CHALLENGE_TTL, AuthKit
 from smilingsteps.accounts.sessions import IssuedSession
 from smilingsteps.accounts.tokens import InvalidTokenError
@@ -148,7 +149,7 @@ async def login(
 
     Accounts with MFA get a challenge that grants nothing until the second step.
     """
-    normalised = email.strip().lower()
+    normalised = lookup_email(email)
     await _refuse_if_locked(db, normalised, client.ip, now)
     async with db.session() as session:
         user = await repository.user_by_email(session, normalised)

@@ -6,7 +6,7 @@ Also the public directory and free slots under /therapists: both depend on booki
 from __future__ import annotations
 
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
@@ -20,7 +20,7 @@ from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
-from smilingsteps.platform.schemas import TimeZoneName, UtcDatetime
+from smilingsteps.platform.schemas import CalendarDay, TimeZoneName, UtcDatetime
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.schemas import ProfileOut, SlotOut, TherapistPage
 from smilingsteps.therapists.slots import local_label
@@ -46,7 +46,9 @@ def _finding_routes(router: APIRouter) -> None:
         language: Language | None = None,
         min_price: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
         max_price: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
-        available_by: Annotated[date | None, Query(description="only therapists with a free slot by this day")] = None,
+        available_by: Annotated[
+            CalendarDay | None, Query(description="only therapists with a free slot by this day")
+        ] = None,
         cursor: Annotated[str | None, Query(max_length=400)] = None,
         limit: Annotated[int, Query(ge=1, le=therapists.MAX_PAGE)] = 20,
     ) -> TherapistPage:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -96,10 +96,34 @@ def utc_moment(value: datetime) -> datetime:
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(utc_moment)]
 
 
+def supported_day(value: date) -> date:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(f"must be between the years {EARLIEST_YEAR} and {LATEST_YEAR}")
+    return value
+
+
+# A calendar day within the same range (a day after it is still a valid date).
+CalendarDay = Annotated[date, AfterValidator(supported_day)]
+
+
 def valid_timezone(value: str) -> str:
     if not is_iana_zone(value):
         raise ValueError("must be an IANA time zone name such as Africa/Nairobi")
     return value
+
+
+def wall_clock(value: time) -> time:
+    if value.tzinfo is not None:
+        raise ValueError("is a local time in the therapist's time zone: give it without an offset")
+    return value
+
+
+# A time of day on a wall clock in a known zone (HH:MM or HH:MM:SS, no offset).
+LocalTime = Annotated[
+    time,
+    AfterValidator(wall_clock),
+    Field(json_schema_extra={"pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?$"}),
+]
 
 
 # A zone people live in, by its exact IANA name (`Africa/Nairobi`).

@@ -6,13 +6,13 @@ import itertools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from datetime import date, datetime, time
+from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import Field, field_validator, model_validator
 
 from smilingsteps.accounts.models import User
-from smilingsteps.platform.schemas import Multiline, RequestModel, ResponseModel, TimeZoneName
+from smilingsteps.platform.schemas import CalendarDay, LocalTime, Multiline, RequestModel, ResponseModel, TimeZoneName
 from smilingsteps.therapists.models import ExceptionKind, TherapistProfile, is_approved
 from smilingsteps.therapists.vocabulary import Language, Specialty
 
@@ -115,23 +115,21 @@ class ProfileOut(ResponseModel):
 
 class RuleIn(RequestModel):
     weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday … 6 = Sunday")]
-    start: time
-    end: time
+    start: LocalTime
+    end: LocalTime
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.start.tzinfo is not None or self.end.tzinfo is not None:
-            raise ValueError("times are local to the therapist's time zone: no offset")
         if self.end <= self.start:
             raise ValueError("end must be after start (split a rule that crosses midnight)")
         return self
 
 
 class ExceptionIn(RequestModel):
-    day: date
+    day: CalendarDay
     kind: ExceptionKind
-    start: time | None = None
-    end: time | None = None
+    start: LocalTime | None = None
+    end: LocalTime | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> Self:

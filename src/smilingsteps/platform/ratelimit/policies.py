@@ -31,6 +31,7 @@ DEFAULT_RATES: Mapping[str, str] = {
     "uploads": "20/1h",
     "admin": "50/15m",
 }
+MAX_WINDOW_S = 366 * 86400
 # Classes that count only failed requests (a success is given back).
 FAILURES_ONLY = frozenset({"auth"})
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
@@ -70,7 +71,17 @@ def parse_rate(text: str) -> tuple[int, int]:
     quota, count, unit = int(match.group(1)), int(match.group(2) or 1), _UNITS[match.group(3)]
     if quota < 1 or count < 1:
         raise ValueError(f"{text!r} must allow at least one request per window of at least one {match.group(3)}")
-    return quota, count * unit
+    window = count * unit
+    # GCRA counts in whole microseconds (in Python and in Redis's Lua numbers): one request
+    # must be at least a microsecond apart, and the window must stay far below 2^53 µs.
+    if window > MAX_WINDOW_S:
+        raise ValueError(f"{text!r}: the window must be at most 366 days")
+    if quota > window * 1_000_000:
+        raise ValueError(
+            f"{text!r} allows more than one request per microsecond, which the limiter cannot count; "
+            f"at most {window * 1_000_000} per {window} s (or set RATE_LIMITS_ENABLED=false for fuzzing)"
+        )
+    return quota, window
 
 
 def build_policies(rates: Mapping[str, str]) -> dict[str, Policy]:
