@@ -193,3 +193,32 @@ def test_csrf_tokens_are_bound_to_their_session(codec: TokenCodec) -> None:
     assert not codec.csrf_valid(token.split(".")[0] + ".0000", SESSION)
     assert not codec.csrf_valid("no-dot", SESSION)
     assert not TokenCodec("other" * 10, issuer=ISSUER).csrf_valid(token, SESSION)
+
+
+def hmac_signed(payload: dict[str, Any], key: bytes, alg: str) -> str:
+    """A JWT signed by hand (PyJWT warns about a 32-byte key for HS384/HS512, and warnings are errors here)."""
+    import hashlib
+    import hmac
+
+    digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
+    signing_input = f"{b64({'alg': alg, 'typ': 'JWT'})}.{b64(payload)}"
+    signature = base64.urlsafe_b64encode(hmac.new(key, signing_input.encode(), digest).digest()).rstrip(b"=").decode()
+    return f"{signing_input}.{signature}"
+
+
+@pytest.mark.parametrize(("alg", "accepted"), [("HS256", True), ("HS384", False), ("HS512", False)])
+def test_only_hs256_is_accepted_even_with_our_own_key(codec: TokenCodec, alg: str, accepted: bool) -> None:
+    """The algorithm is ours to choose, never the token's: valid claims, signed with the real
+    derived key, in another HMAC algorithm are refused (HS256 shows the token is otherwise good)."""
+    import warnings
+
+    token = hmac_signed(claims(), derive_key(SECRET, "jwt"), alg)
+    with warnings.catch_warnings():
+        # A decoder that took `alg` from the header would warn about the key length for HS384/HS512
+        # and then accept the token; the warning must not be what makes this test fail.
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        if accepted:
+            assert codec.decode_access(token, now=NOW).role == "admin"
+        else:
+            with pytest.raises(InvalidTokenError):
+                codec.decode_access(token, now=NOW)

@@ -33,6 +33,7 @@ from smilingsteps.accounts.security import AuthKit, auth_kit_of
 from smilingsteps.accounts.sessions import IssuedSession
 from smilingsteps.accounts.tokens import InvalidTokenError
 from smilingsteps.platform.runtime import runtime_of
+from smilingsteps.platform.security_events import security_event
 
 # Dependencies here are `async def` on purpose: a plain `def` dependency runs in
 # a worker thread, and that hop costs more than the whole check.
@@ -78,6 +79,7 @@ def _bearer(request: Request) -> str | None:
         return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        security_event(request, "malformed_authorization")
         raise InvalidAccessTokenError("Use 'Authorization: Bearer <access token>'.")
     return token.strip()
 
@@ -94,13 +96,15 @@ def origin_allowed(request: Request, allowed: list[str]) -> bool:
     return origin.rstrip("/") in allowed
 
 
-def check_csrf(request: Request, kit: AuthKit, session_id: uuid.UUID) -> None:
+def check_csrf(request: Request, kit: AuthKit, session_id: uuid.UUID, user_id: uuid.UUID | None = None) -> None:
     names = CookieNames.for_kit(kit)
     header = request.headers.get(CSRF_HEADER)
     cookie = request.cookies.get(names.csrf)
     if not header or not cookie or header != cookie or not kit.codec.csrf_valid(header, session_id):
+        security_event(request, "csrf_token", user_id=user_id)
         raise CsrfError("Send the X-CSRF-Token header with the value of the CSRF cookie.")
     if not origin_allowed(request, kit.settings.origins):
+        security_event(request, "csrf_origin", user_id=user_id)
         raise CsrfError("The request's Origin is not allowed.")
 
 
@@ -136,15 +140,18 @@ def authenticate(request: Request, kit: AuthKit) -> Principal:
         raise NotAuthenticatedError()
     try:
         claims = kit.codec.decode_access(token, now=runtime_of(request).now())
-    except InvalidTokenError:
+    except InvalidTokenError as exc:
+        security_event(request, "expired_token" if str(exc) == "expired" else "invalid_token")
         raise InvalidAccessTokenError() from None
     if claims.session_id in kit.revoked:
+        security_event(request, "revoked_session", user_id=claims.user_id)
         raise InvalidAccessTokenError()
     if bearer is None and request.method not in SAFE_METHODS:
-        check_csrf(request, kit, claims.session_id)
+        check_csrf(request, kit, claims.session_id, claims.user_id)
     try:
         role = Role(claims.role)
     except ValueError:
+        security_event(request, "invalid_token", user_id=claims.user_id)
         raise InvalidAccessTokenError() from None
     return Principal(
         user_id=claims.user_id,
@@ -171,9 +178,10 @@ async def verified_user(user: CurrentUser) -> Principal:
 VerifiedUser = Annotated[Principal, Depends(verified_user)]
 
 
-async def therapist_user(user: VerifiedUser) -> Principal:
+async def therapist_user(request: Request, user: VerifiedUser) -> Principal:
     """A verified therapist; whether they are approved is checked where it matters (bookings)."""
     if user.role is not Role.THERAPIST:
+        security_event(request, "role_required", user_id=user.user_id)
         raise RoleRequiredError("This is for therapists.")
     return user
 
@@ -181,11 +189,13 @@ async def therapist_user(user: VerifiedUser) -> Principal:
 TherapistUser = Annotated[Principal, Depends(therapist_user)]
 
 
-async def admin_user(user: CurrentUser) -> Principal:
+async def admin_user(request: Request, user: CurrentUser) -> Principal:
     """An administrator whose session was signed in with a second factor."""
     if user.role is not Role.ADMIN:
+        security_event(request, "role_required", user_id=user.user_id)
         raise RoleRequiredError("This is for administrators.")
     if not user.mfa:
+        security_event(request, "mfa_required", user_id=user.user_id)
         raise MfaRequiredError()
     return user
 

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smilingsteps.accounts import repository, totp
+from smilingsteps.accounts import lockout, repository, totp
 from smilingsteps.accounts.errors import (
     InvalidMfaError,
     MfaStateError,
@@ -21,6 +21,7 @@ from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import queue_email
 from smilingsteps.platform.context import ClientInfo
+from smilingsteps.platform.db import Database
 from smilingsteps.platform.errors import ForbiddenError
 
 
@@ -107,6 +108,7 @@ async def confirm_totp_enrolment(
 
 async def disable_mfa(
     session: AsyncSession,
+    db: Database,
     kit: AuthKit,
     user_id: uuid.UUID,
     *,
@@ -120,8 +122,10 @@ async def disable_mfa(
         raise ForbiddenError("Administrators must keep two-factor authentication on.")
     if not user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Two-factor authentication is not on.")
+    await lockout.refuse_if_locked(db, user.email, client.ip, now)
     matches, _ = await kit.hasher.verify(user.password_hash, password)
-    if not matches or not await spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now):
+    proven = matches and await spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now)
+    if not await lockout.check_proof(db, kit, user, proven, reason="mfa_disable", now=now, client=client):
         raise InvalidMfaError("The password or the verification code is not correct.")
     user.mfa_secret = None
     user.mfa_enabled_at = None
@@ -132,12 +136,22 @@ async def disable_mfa(
 
 
 async def regenerate_recovery_codes(
-    session: AsyncSession, kit: AuthKit, user_id: uuid.UUID, code: str, *, now: datetime, client: ClientInfo
+    session: AsyncSession,
+    db: Database,
+    kit: AuthKit,
+    user_id: uuid.UUID,
+    code: str,
+    *,
+    now: datetime,
+    client: ClientInfo,
 ) -> list[str]:
+    """Ten new recovery codes (the old ones stop working) after a fresh code; a wrong code counts toward the lockout."""
     user = await repository.existing_user(session, user_id)
     if not user.mfa_enabled or user.mfa_secret is None:
         raise MfaStateError("Two-factor authentication is not on.")
-    if not await spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now):
+    await lockout.refuse_if_locked(db, user.email, client.ip, now)
+    proven = await spend_totp_code(session, user, kit.encryptor.decrypt(user.mfa_secret), code, now=now)
+    if not await lockout.check_proof(db, kit, user, proven, reason="mfa_recovery_codes", now=now, client=client):
         raise InvalidMfaError()
     codes = totp.new_recovery_codes()
     await repository.replace_recovery_codes(session, user.id, [totp.recovery_code_hash(c) for c in codes], now)

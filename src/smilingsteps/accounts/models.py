@@ -33,6 +33,7 @@ class TherapistStatus(StrEnum):
 class TokenPurpose(StrEnum):
     VERIFY_EMAIL = "verify_email"
     PASSWORD_RESET = "password_reset"  # noqa: S105 (a purpose name, not a secret)
+    MFA_CHALLENGE = "mfa_challenge"  # a spent sign-in challenge, kept so it cannot sign in twice
 
 
 class User(Base):

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import CursorResult, Select, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.models import (
@@ -164,6 +165,28 @@ async def revoke_sessions(
 
 
 # ---- email tokens -----------------------------------------------------------
+
+
+async def spend_once(
+    session: AsyncSession, *, purpose: str, token_hash: str, user_id: uuid.UUID, now: datetime, expires_at: datetime
+) -> bool:
+    """Record `token_hash` as used for `purpose`; False when it already was (the hash is unique, so of two
+    concurrent spenders exactly one gets True)."""
+    try:
+        async with session.begin_nested():
+            session.add(
+                AccountToken(
+                    user_id=user_id,
+                    purpose=purpose,
+                    token_hash=token_hash,
+                    created_at=now,
+                    expires_at=expires_at,
+                    used_at=now,
+                )
+            )
+    except IntegrityError:
+        return False
+    return True
 
 
 async def add_account_token(

@@ -41,6 +41,7 @@ from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDe
 from smilingsteps.platform.errors import ValidationFailedError
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
+from smilingsteps.platform.security_events import security_event
 
 AUTH = rate_limited("auth")  # guessing: failed attempts count, a success is given back
 EMAIL = rate_limited("email")  # requests that send an email
@@ -61,6 +62,7 @@ def _session_out(auth_session: AuthSession, current: uuid.UUID) -> SessionOut:
 def _refuse_foreign_origin(request: Request, kit: AuthKitDep) -> None:
     """Browsers send Origin; a sign-in form posted from another site is login CSRF."""
     if "origin" in request.headers and not origin_allowed(request, kit.settings.origins):
+        security_event(request, "csrf_origin")
         raise CsrfError("The request's Origin is not allowed.")
 
 
@@ -171,10 +173,16 @@ def build_router() -> APIRouter:
             raise InvalidRefreshTokenError("No session; sign in.")
         header = request.headers.get(CSRF_HEADER)
         if not header or header != request.cookies.get(names.csrf) or not origin_allowed(request, kit.settings.origins):
+            security_event(request, "csrf_token")
             raise CsrfError()
-        issued = await signed_in.refresh(
-            runtime.db, kit, token, now=now, client=client, csrf_ok=lambda sid: kit.codec.csrf_valid(header, sid)
-        )
+
+        def csrf_bound(session_id: uuid.UUID) -> bool:
+            if kit.codec.csrf_valid(header, session_id):
+                return True
+            security_event(request, "csrf_token")
+            return False
+
+        issued = await signed_in.refresh(runtime.db, kit, token, now=now, client=client, csrf_ok=csrf_bound)
         return _signed_in(issued, response, kit, now, native=False)
 
     @router.post("/auth/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -195,6 +203,13 @@ def build_router() -> APIRouter:
     ) -> None:
         await signed_in.revoke_session(session, kit, user.user_id, session_id, now=now, client=client)
 
+    _email_and_password_routes(router)
+    _mfa_routes(router)
+    _account_routes(router)
+    return router
+
+
+def _email_and_password_routes(router: APIRouter) -> None:
     @router.post("/auth/verify-email", openapi_extra=AUTH)
     async def verify_email(body: TokenIn, session: DbSession, now: Now, client: Client) -> UserOut:
         return UserOut.of(await service.verify_email(session, body.token, now=now, client=client))
@@ -239,10 +254,18 @@ def build_router() -> APIRouter:
 
     @router.post("/auth/password/change", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
     async def change_password(
-        *, body: PasswordChangeIn, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+        *,
+        body: PasswordChangeIn,
+        user: CurrentUser,
+        session: DbSession,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
     ) -> None:
         await service.change_password(
             session,
+            runtime.db,
             kit,
             user.user_id,
             user.session_id,
@@ -251,10 +274,6 @@ def build_router() -> APIRouter:
             now=now,
             client=client,
         )
-
-    _mfa_routes(router)
-    _account_routes(router)
-    return router
 
 
 def _mfa_routes(router: APIRouter) -> None:
@@ -285,10 +304,17 @@ def _mfa_routes(router: APIRouter) -> None:
 
     @router.post("/auth/mfa/disable", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
     async def mfa_disable(
-        *, body: MfaDisableIn, user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now, client: Client
+        *,
+        body: MfaDisableIn,
+        user: CurrentUser,
+        session: DbSession,
+        runtime: RuntimeDep,
+        kit: AuthKitDep,
+        now: Now,
+        client: Client,
     ) -> None:
         await mfa.disable_mfa(
-            session, kit, user.user_id, password=body.password, code=body.code, now=now, client=client
+            session, runtime.db, kit, user.user_id, password=body.password, code=body.code, now=now, client=client
         )
 
     @router.post("/auth/mfa/recovery-codes", openapi_extra=AUTH)
@@ -298,11 +324,14 @@ def _mfa_routes(router: APIRouter) -> None:
         user: CurrentUser,
         response: Response,
         session: DbSession,
+        runtime: RuntimeDep,
         kit: AuthKitDep,
         now: Now,
         client: Client,
     ) -> RecoveryCodesOut:
-        codes = await mfa.regenerate_recovery_codes(session, kit, user.user_id, body.code, now=now, client=client)
+        codes = await mfa.regenerate_recovery_codes(
+            session, runtime.db, kit, user.user_id, body.code, now=now, client=client
+        )
         response.headers["Cache-Control"] = "no-store"
         return RecoveryCodesOut(recovery_codes=codes)
 

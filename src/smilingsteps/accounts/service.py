@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smilingsteps.accounts import repository, sessions, signin
+from smilingsteps.accounts import lockout, repository, sessions
 from smilingsteps.accounts.errors import (
     EmailTakenError,
     InvalidEmailTokenError,
@@ -153,6 +153,7 @@ async def verify_email(session: AsyncSession, token: str, *, now: datetime, clie
 
 async def change_password(
     session: AsyncSession,
+    db: Database,
     kit: AuthKit,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
@@ -162,10 +163,12 @@ async def change_password(
     now: datetime,
     client: ClientInfo,
 ) -> None:
-    """Set a new password after checking the current one; every other session ends."""
+    """Set a new password after checking the current one (a wrong one counts toward the lockout,
+    and a locked account cannot change it); every other session ends."""
     user = await repository.existing_user(session, user_id)
+    await lockout.refuse_if_locked(db, user.email, client.ip, now)
     matches, _ = await kit.hasher.verify(user.password_hash, current)
-    if not matches:
+    if not await lockout.check_proof(db, kit, user, matches, reason="password_change", now=now, client=client):
         raise WrongCurrentPasswordError()
     check_password(new, email=user.email, full_name=user.full_name, field="new_password")
     await _set_password(session, kit, user, new, now=now)
@@ -240,7 +243,7 @@ async def confirm_password_reset(
     check_password(new_password, email=user.email, full_name=user.full_name, field="new_password")
     await _set_password(session, kit, user, new_password, now=now)
     await repository.retire_account_tokens(session, user.id, TokenPurpose.PASSWORD_RESET.value, now)
-    await signin.clear_lockout(session, user.email)
+    await lockout.clear_lockout(session, user.email)
     await sessions.revoke(session, kit, user.id, now=now, reason="password_reset")
     await record(
         session,

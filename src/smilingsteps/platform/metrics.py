@@ -41,6 +41,14 @@ class RuntimeCollector(Collector):
         yield GaugeMetricFamily(
             "smilingsteps_draining", "1 while the process drains for shutdown", value=int(runtime.draining)
         )
+        events = CounterMetricFamily(
+            "smilingsteps_security_events",
+            "Refused authorisations by reason (see security_event log lines)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(runtime.security_events.items()):
+            events.add_metric([reason], count)
+        yield events
         limiter = runtime.limiter
         decisions = CounterMetricFamily(
             "smilingsteps_rate_limit_decisions",

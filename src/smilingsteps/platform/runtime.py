@@ -9,6 +9,7 @@ the life of the app (the accounts toolkit, say), looked up by type.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
@@ -47,6 +48,8 @@ class Runtime:
     clock: Clock = system_clock
     tasks: TaskGroup = field(default_factory=TaskGroup)
     parts: dict[type[Any], Part] = field(default_factory=dict)
+    # Refused authorisations by reason (`security_events`), for /metrics.
+    security_events: Counter[str] = field(default_factory=Counter)
     # The periodic jobs this process runs itself (development), while the lifespan runs.
     jobs: JobRunner | None = None
     started_at: float = field(default_factory=time.time)

@@ -1,10 +1,14 @@
-"""Uvicorn with a graceful stop for load-balanced deployments.
+"""Uvicorn with a graceful stop for load-balanced deployments, and bounds on slow or oversized clients.
 
 On SIGTERM/SIGINT readiness flips to 503 at once, the listener keeps serving
 for `delay` seconds (so the load balancer notices and stops routing here), then
 uvicorn stops accepting, lets in-flight requests finish within its graceful
 timeout, runs the lifespan shutdown and the process exits 0. A second signal
 stops at once.
+
+Connections are served by `LimitedHttpProtocol` (http_protocol.py): header
+size and count, header and body timeouts, keep-alive and concurrency come from
+the SERVER_* settings, whatever proxy stands in front.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
+from typing import cast
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 
 from smilingsteps.config import AppEnv, Settings
+from smilingsteps.platform.http_protocol import LimitedHttpProtocol, ServerLimits
 from smilingsteps.platform.runtime import Runtime
+from smilingsteps.platform.security_headers import SecurityHeadersMiddleware
 
 log = structlog.get_logger("smilingsteps.server")
 
@@ -74,7 +81,11 @@ def readiness_delay(settings: Settings) -> float:
 
 
 def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> DrainingServer:
-    """Uvicorn configured for us: no server banner, our access log and logging, graceful drain."""
+    """Uvicorn configured for us: no server banner, our access log and logging, graceful drain,
+    and the SERVER_* limits on what one client may cost."""
+    limits = ServerLimits.from_settings(settings)
+    # The answers the server gives by itself carry the headers the app puts on an API response.
+    security_headers = SecurityHeadersMiddleware(app, production=settings.is_production).secure((), is_api=True)
     config = uvicorn.Config(
         app,
         host=host,
@@ -85,6 +96,10 @@ def build_server(app: FastAPI, settings: Settings, *, host: str, port: int) -> D
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.SHUTDOWN_TIMEOUT),
+        http=LimitedHttpProtocol.configured(limits, security_headers=security_headers),
+        limit_concurrency=limits.max_connections,
+        # Annotated int, used as a delay: fractions work (the protocol reads it from the config).
+        timeout_keep_alive=cast(int, limits.keepalive_timeout),
     )
 
     def drain() -> None:
