@@ -17,8 +17,8 @@ from starlette.types import Scope
 
 from smilingsteps import __version__
 from smilingsteps import domains as registry
-from smilingsteps.accounts.auth import rate_limit_identity
-from smilingsteps.accounts.security import auth_kit_of
+from smilingsteps.accounts.auth import is_admin_request, rate_limit_identity
+from smilingsteps.accounts.security import AuthKit, auth_kit_of
 from smilingsteps.config import Settings
 from smilingsteps.platform import health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
@@ -149,14 +149,14 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     app = FastAPI(
         title="Smiling Steps",
         version=__version__,
-        openapi_url=f"{API_PREFIX}/openapi.json",
+        openapi_url=f"{API_PREFIX}/openapi.json" if settings.docs_enabled else None,
         docs_url=None,
         redoc_url=None,
         lifespan=_lifespan(runtime),
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     app.state.runtime = runtime
-    health.install(app)
+    health.install(app, operator=_operator_check(auth))
     metrics.install(app)
     app.include_router(build_api_router())
     if settings.docs_enabled:
@@ -199,6 +199,19 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         app.add_middleware(TrustedProxyMiddleware, trusted=settings.TRUSTED_PROXIES)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+def _operator_check(auth: AuthKit) -> health.OperatorCheck:
+    """Who sees /health's details: loopback, the metrics token, or a signed-in administrator."""
+
+    def operator(request: Request) -> bool:
+        return (
+            metrics.loopback_client(request)
+            or metrics.presents_metrics_token(request)
+            or is_admin_request(request, auth)
+        )
+
+    return operator
 
 
 def _apply_headers(response: Response, security: SecurityHeadersMiddleware, scope: Scope) -> None:

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     ARGON2_PARALLELISM: int = Field(default=1, ge=1, le=16)
     ARGON2_MAX_CONCURRENT: int = Field(default=4, ge=1, le=64)
     EMAIL_VERIFICATION_TTL_HOURS: int = Field(default=48, ge=1, le=720)
+    # Registration answers the same whether or not the address has an account (unset: on when deployed).
+    REGISTRATION_HIDES_ACCOUNTS: bool | None = None
+    # /api/v1/openapi.json and the interactive docs (unset: off in production).
+    API_DOCS_ENABLED: bool | None = None
     PASSWORD_RESET_TTL_MINUTES: int = Field(default=30, ge=5, le=1440)
     ENCRYPTION_KEYS: SecretStr | None = None
 
@@ -302,7 +306,13 @@ class Settings(BaseSettings):
 
     @property
     def docs_enabled(self) -> bool:
-        return not self.is_production
+        """The OpenAPI document and the interactive docs; production publishes them with the release instead."""
+        return self.API_DOCS_ENABLED if self.API_DOCS_ENABLED is not None else not self.is_production
+
+    @property
+    def registration_hides_accounts(self) -> bool:
+        """Registration answers 202 "check your email" for new and existing addresses alike (no enumeration)."""
+        return self.REGISTRATION_HIDES_ACCOUNTS if self.REGISTRATION_HIDES_ACCOUNTS is not None else self.is_deployed
 
     @property
     def email_backend(self) -> Literal["smtp", "file"]:

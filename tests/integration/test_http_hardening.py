@@ -72,7 +72,11 @@ async def test_docs_only_outside_production(web: httpx.AsyncClient, make_setting
     assert f'<script nonce="{nonce}">' in docs.text
     async with running(production_app(make_settings)) as client:
         assert (await client.get("/api/v1/docs")).status_code == 404
+        # Production publishes the document with the release instead of serving it.
+        assert (await client.get("/api/v1/openapi.json")).status_code == 404
+    async with running(production_app(make_settings, API_DOCS_ENABLED=True)) as client:
         assert (await client.get("/api/v1/openapi.json")).status_code == 200
+        assert (await client.get("/api/v1/docs")).status_code == 200
 
 
 async def test_permissions_policy_can_be_widened_per_route(web: httpx.AsyncClient) -> None:

@@ -19,6 +19,11 @@ HOSTILE = "<script>alert('x')</script> & \"Co\""
 
 SAMPLES: dict[str, dict[str, Any]] = {
     "verify_email": {"full_name": "Amani", "link": "https://app.example/verify?token=a&b=1", "expires_hours": 48},
+    "registration_attempt": {
+        "full_name": "Amani",
+        "sign_in_link": "https://app.example/sign-in",
+        "reset_link": "https://app.example/reset-password",
+    },
     "password_reset": {"full_name": "Amani", "link": "https://app.example/reset?token=a", "expires_minutes": 30},
     "account_locked": {
         "full_name": "Amani",

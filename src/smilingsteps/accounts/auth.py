@@ -162,6 +162,22 @@ def authenticate(request: Request, kit: AuthKit) -> Principal:
     )
 
 
+def is_admin_request(request: Request, kit: AuthKit) -> bool:
+    """Whether the request comes from an MFA-signed-in administrator; never raises, never logs
+    (for pages that show more to admins, such as /health's details)."""
+    token = request.cookies.get(CookieNames.for_kit(kit).access)
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        token = header[7:].strip()
+    if not token:
+        return False
+    try:
+        claims = kit.codec.decode_access(token, now=runtime_of(request).now())
+    except InvalidTokenError:
+        return False
+    return claims.role == Role.ADMIN and claims.mfa and claims.session_id not in kit.revoked
+
+
 async def current_user(request: Request, kit: AuthKitDep) -> Principal:
     return authenticate(request, kit)
 

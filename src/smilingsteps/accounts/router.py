@@ -30,6 +30,7 @@ from smilingsteps.accounts.schemas import (
     RecoveryCodesOut,
     RefreshIn,
     RegisterIn,
+    RegistrationAccepted,
     SessionOut,
     TokenIn,
     TotpConfirmIn,
@@ -92,19 +93,35 @@ def _signed_in(
 def build_router() -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["accounts"])
 
-    @router.post("/auth/register", status_code=status.HTTP_201_CREATED, openapi_extra=EMAIL)
+    @router.post(
+        "/auth/register",
+        status_code=status.HTTP_201_CREATED,
+        openapi_extra=EMAIL,
+        responses={
+            202: {
+                "model": RegistrationAccepted,
+                "description": "With REGISTRATION_HIDES_ACCOUNTS (on when deployed): the same answer for a new "
+                "address and for one that already has an account, which is emailed instead.",
+            }
+        },
+    )
     async def register(
         *,
         body: RegisterIn,
         request: Request,
+        response: Response,
         session: DbSession,
         runtime: RuntimeDep,
         kit: AuthKitDep,
         now: Now,
         client: Client,
-    ) -> UserOut:
+    ) -> UserOut | RegistrationAccepted:
         _refuse_foreign_origin(request, kit)
         await _spend_email_quota(runtime, body.email)
+        if kit.settings.registration_hides_accounts:
+            await service.register_quietly(session, kit, body, now=now, client=client)
+            response.status_code = status.HTTP_202_ACCEPTED
+            return RegistrationAccepted()
         return UserOut.of(await service.register(session, kit, body, now=now, client=client))
 
     @router.post("/auth/login", openapi_extra=AUTH)

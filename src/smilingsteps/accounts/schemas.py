@@ -156,6 +156,16 @@ class UserOut(ResponseModel):
         )
 
 
+class RegistrationAccepted(ResponseModel):
+    """The answer to a registration when the platform hides which addresses have accounts."""
+
+    status: Literal["check_email"] = "check_email"
+    detail: str = (
+        "Check your email to continue: we have sent a message to this address "
+        "(a link to verify it, or, if it already has an account, how to sign in)."
+    )
+
+
 class SessionOut(ResponseModel):
     id: uuid.UUID
     device: str

@@ -87,6 +87,46 @@ async def register(session: AsyncSession, kit: AuthKit, data: RegisterIn, *, now
     return user
 
 
+async def register_quietly(
+    session: AsyncSession, kit: AuthKit, data: RegisterIn, *, now: datetime, client: ClientInfo
+) -> None:
+    """Registration that never tells whether the address has an account (REGISTRATION_HIDES_ACCOUNTS).
+
+    A new address gets its account and verification email, as `register`; a taken one gets an
+    email saying someone tried to register with it. The caller answers the same either way, and
+    the password is hashed either way, so neither the answer nor its timing tells them apart.
+    """
+    check_password(data.password, email=data.email, full_name=data.full_name)
+    existing = await repository.user_by_email(session, data.email)
+    if existing is None:
+        try:
+            await register(session, kit, data, now=now, client=client)
+            return
+        except EmailTakenError:  # a concurrent registration won the address
+            existing = await repository.user_by_email(session, data.email)
+            assert existing is not None
+    await kit.hasher.hash(data.password)  # the work a new account costs
+    await queue_email(
+        session,
+        to=existing.email,
+        template="registration_attempt",
+        context={
+            "full_name": existing.full_name,
+            "sign_in_link": public_link(kit.settings, "/sign-in"),
+            "reset_link": public_link(kit.settings, "/reset-password"),
+        },
+        now=now,
+    )
+    await record(
+        session,
+        action="account.registration_attempted",
+        context=client.audit(None),
+        now=now,
+        target_type="user",
+        target_id=str(existing.id),
+    )
+
+
 async def _issue_email_token(
     session: AsyncSession, user: User, purpose: TokenPurpose, *, ttl: timedelta, now: datetime
 ) -> str:

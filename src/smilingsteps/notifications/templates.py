@@ -23,6 +23,7 @@ APP_NAME = "Smiling Steps"
 TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType(
     {
         "verify_email": frozenset({"full_name", "link", "expires_hours"}),
+        "registration_attempt": frozenset({"full_name", "sign_in_link", "reset_link"}),
         "password_reset": frozenset({"full_name", "link", "expires_minutes"}),
         "account_locked": frozenset({"full_name", "locked_until", "reset_link"}),
         "password_changed": frozenset({"full_name"}),

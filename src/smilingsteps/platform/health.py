@@ -8,6 +8,7 @@ for real and answers 503 while any required one is down or the process drains.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -21,10 +22,25 @@ from smilingsteps.platform.runtime import runtime_of
 _process = psutil.Process()
 
 
-def install(app: FastAPI) -> None:
+# Whether the caller may see the details (version, uptime, memory, latencies): operators only.
+OperatorCheck = Callable[[Request], bool]
+
+
+def install(app: FastAPI, *, operator: OperatorCheck) -> None:
     """Health routes go directly on the app, not through an included router:
     probes call them constantly, and an included router adds a level of
-    matching to every request."""
+    matching to every request.
+
+    Anyone gets the status (and readiness its status code); the details go to `operator`s
+    (loopback, the metrics token, or a signed-in administrator), so an anonymous caller
+    learns nothing about the version, the environment or the dependencies."""
+
+    async def health(request: Request) -> dict[str, Any]:
+        return liveness(request, details=operator(request))
+
+    async def ready(request: Request) -> JSONResponse:
+        return await readiness(request, details=operator(request))
+
     app.add_api_route("/health", health, methods=["GET"], tags=["health"], summary="Liveness: the process is up")
     app.add_api_route(
         "/health/ready",
@@ -36,8 +52,10 @@ def install(app: FastAPI) -> None:
     )
 
 
-async def health(request: Request) -> dict[str, Any]:
+def liveness(request: Request, *, details: bool) -> dict[str, Any]:
     runtime = runtime_of(request)
+    if not details:
+        return {"status": "draining" if runtime.draining else "ok"}
     status = runtime.db.status
     return {
         "status": "draining" if runtime.draining else "ok",
@@ -54,7 +72,7 @@ async def health(request: Request) -> dict[str, Any]:
     }
 
 
-async def ready(request: Request) -> JSONResponse:
+async def readiness(request: Request, *, details: bool) -> JSONResponse:
     runtime = runtime_of(request)
     checks: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
@@ -84,4 +102,5 @@ async def ready(request: Request) -> JSONResponse:
         status = "ready"
     code = 200 if status == "ready" else 503
     headers = {"Retry-After": str(runtime.db.retry_after)} if code == 503 else None
-    return JSONResponse({"status": status, "checks": checks}, status_code=code, headers=headers)
+    body: dict[str, Any] = {"status": status, "checks": checks} if details else {"status": status}
+    return JSONResponse(body, status_code=code, headers=headers)

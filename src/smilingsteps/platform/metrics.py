@@ -88,22 +88,29 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+def loopback_client(request: Request) -> bool:
+    return _is_loopback(request.client.host if request.client else None)
+
+
+def presents_metrics_token(request: Request) -> bool:
+    """`Authorization: Bearer METRICS_TOKEN` (False when no token is set), compared in constant time."""
+    token = runtime_of(request).settings.METRICS_TOKEN
+    if token is None:
+        return False
+    sent = request.headers.get("authorization", "")
+    return hmac.compare_digest(sent.encode(), f"Bearer {token.get_secret_value()}".encode())
+
+
 def install(app: FastAPI) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(RuntimeCollector(app))
 
     async def metrics(request: Request) -> Response:
-        token = runtime_of(request).settings.METRICS_TOKEN
-        if token is None:
-            if not _is_loopback(request.client.host if request.client else None):
+        if runtime_of(request).settings.METRICS_TOKEN is None:
+            if not loopback_client(request):
                 raise NotFoundError()
-        else:
-            sent = request.headers.get("authorization", "")
-            expected = f"Bearer {token.get_secret_value()}"
-            if not hmac.compare_digest(sent.encode(), expected.encode()):
-                raise UnauthorizedError(
-                    "A valid metrics bearer token is required.", headers={"WWW-Authenticate": "Bearer"}
-                )
+        elif not presents_metrics_token(request):
+            raise UnauthorizedError("A valid metrics bearer token is required.", headers={"WWW-Authenticate": "Bearer"})
         return Response(
             generate_latest(registry), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"}
         )
