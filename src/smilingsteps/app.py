@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
 from starlette.responses import Response
 from starlette.types import Scope
 
 from smilingsteps import __version__
 from smilingsteps import domains as registry
-from smilingsteps.accounts.auth import is_admin_request, rate_limit_identity
+from smilingsteps.accounts.auth import current_user, is_admin_request, rate_limit_identity
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
 from smilingsteps.config import Settings
-from smilingsteps.platform import health, metrics
+from smilingsteps.platform import docs, health, metrics
 from smilingsteps.platform.access_log import AccessLogMiddleware
 from smilingsteps.platform.body_limit import BodyLimitMiddleware
 from smilingsteps.platform.clock import Clock, system_clock
@@ -36,6 +33,7 @@ from smilingsteps.platform.errors import (
 )
 from smilingsteps.platform.jobs import JobRunner
 from smilingsteps.platform.logging import log_unhandled_loop_exception
+from smilingsteps.platform.openapi import build_openapi
 from smilingsteps.platform.proxy import TrustedProxyMiddleware
 from smilingsteps.platform.ratelimit.limiter import RateLimiter
 from smilingsteps.platform.ratelimit.middleware import RateLimitMiddleware
@@ -44,11 +42,10 @@ from smilingsteps.platform.ratelimit.redis_backend import RedisBackend
 from smilingsteps.platform.request_id import RequestIdMiddleware
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.runtime import Runtime, build_encryptor
-from smilingsteps.platform.security_headers import SecurityHeadersMiddleware, content_security_policy
+from smilingsteps.platform.security_headers import SecurityHeadersMiddleware
 from smilingsteps.platform.versioning import API_PREFIX
 
 log = structlog.get_logger("smilingsteps.app")
-DOCS_CDN = "https://cdn.jsdelivr.net"
 EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "RateLimit", "RateLimit-Policy", "Deprecation", "Sunset", "Link"]
 
 
@@ -126,21 +123,6 @@ def _lifespan(runtime: Runtime) -> Any:
     return lifespan
 
 
-def _install_docs(app: FastAPI) -> None:
-    """Swagger UI outside production, under a nonce CSP (no unsafe-inline)."""
-
-    @app.get(f"{API_PREFIX}/docs", include_in_schema=False)
-    async def docs(request: Request) -> HTMLResponse:
-        nonce = secrets.token_urlsafe(16)
-        page = get_swagger_ui_html(openapi_url=f"{API_PREFIX}/openapi.json", title="Smiling Steps API")
-        html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
-        response = HTMLResponse(html)
-        response.headers["Content-Security-Policy"] = content_security_policy(
-            upgrade_insecure=False, script_nonce=nonce, extra_sources=DOCS_CDN
-        )
-        return response
-
-
 def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     """The whole application for `settings`; `clock` (epoch seconds) drives expiry and rate limits in tests."""
     runtime = build_runtime(settings, clock)
@@ -156,11 +138,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
         exception_handlers=dict(EXCEPTION_HANDLERS),  # type: ignore[arg-type]
     )
     app.state.runtime = runtime
+    app.openapi = lambda: build_openapi(app, authenticating=[current_user])  # type: ignore[method-assign]
     health.install(app, operator=_operator_check(auth))
     metrics.install(app)
     app.include_router(build_api_router())
     if settings.docs_enabled:
-        _install_docs(app)
+        docs.install(app, openapi_url=f"{API_PREFIX}/openapi.json", title="Smiling Steps API")
 
     security = SecurityHeadersMiddleware(app.router, production=settings.is_production)
 

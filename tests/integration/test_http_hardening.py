@@ -3,6 +3,9 @@ shared request-body rules."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +16,7 @@ from fastapi import FastAPI, Request
 
 from smilingsteps.app import create_app
 from smilingsteps.platform.logging import log_context
+from smilingsteps.platform.security_headers import CONTENT_SECURITY_POLICY
 from smilingsteps.platform.versioning import deprecated
 from tests.conftest import SettingsFactory, running
 from tests.support.routes import add_test_routes
@@ -65,11 +69,22 @@ async def test_hsts_in_production(make_settings: SettingsFactory) -> None:
     assert max_age >= 31_536_000 and "includeSubDomains" in headers["strict-transport-security"]
 
 
-async def test_docs_only_outside_production(web: httpx.AsyncClient, make_settings: SettingsFactory) -> None:
+async def test_docs_are_self_hosted_under_the_strict_policy_with_integrity(web: httpx.AsyncClient) -> None:
     docs = await web.get("/api/v1/docs")
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
-    nonce = docs.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
-    assert f'<script nonce="{nonce}">' in docs.text
+    assert docs.status_code == 200 and docs.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "<script>" not in docs.text and "style=" not in docs.text and "//" not in docs.text.replace("<!", "")
+    assets = re.findall(r'(?:src|href)="(/api/v1/docs/assets/[^"]+)" integrity="sha384-([^"]+)"', docs.text)
+    assert {path.rsplit("/", 1)[1] for path, _ in assets} == {"swagger-ui.css", "swagger-ui-bundle.js", "docs-init.js"}
+    for path, integrity in assets:
+        served = await web.get(path)
+        assert served.status_code == 200, path
+        assert base64.b64encode(hashlib.sha384(served.content).digest()).decode() == integrity
+        assert served.headers["content-type"].startswith(("text/css", "text/javascript"))
+    assert (await web.get("/api/v1/docs/assets/index.html")).status_code == 404
+
+
+async def test_docs_only_outside_production(web: httpx.AsyncClient, make_settings: SettingsFactory) -> None:
+    assert (await web.get("/api/v1/docs")).status_code == 200
     async with running(production_app(make_settings)) as client:
         assert (await client.get("/api/v1/docs")).status_code == 404
         # Production publishes the document with the release instead of serving it.

@@ -39,7 +39,7 @@ from smilingsteps.accounts.schemas import (
     lookup_email,
 )
 from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
-from smilingsteps.platform.errors import ValidationFailedError
+from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.security_events import security_event
@@ -98,11 +98,12 @@ def build_router() -> APIRouter:
         status_code=status.HTTP_201_CREATED,
         openapi_extra=EMAIL,
         responses={
+            **problems(403, 409),
             202: {
                 "model": RegistrationAccepted,
                 "description": "With REGISTRATION_HIDES_ACCOUNTS (on when deployed): the same answer for a new "
                 "address and for one that already has an account, which is emailed instead.",
-            }
+            },
         },
     )
     async def register(
@@ -124,7 +125,7 @@ def build_router() -> APIRouter:
             return RegistrationAccepted()
         return UserOut.of(await service.register(session, kit, body, now=now, client=client))
 
-    @router.post("/auth/login", openapi_extra=AUTH)
+    @router.post("/auth/login", openapi_extra=AUTH, responses=problems(401, 403))
     async def login(
         *,
         body: LoginIn,
@@ -142,7 +143,7 @@ def build_router() -> APIRouter:
             return LoginOut(mfa_required=True, mfa_token=outcome.mfa_token)
         return _signed_in(outcome, response, kit, now, native=body.client == "native")
 
-    @router.post("/auth/login/mfa", openapi_extra=AUTH)
+    @router.post("/auth/login/mfa", openapi_extra=AUTH, responses=problems(401, 403))
     async def login_mfa(
         *,
         body: MfaLoginIn,
@@ -154,11 +155,6 @@ def build_router() -> APIRouter:
         client: Client,
     ) -> LoginOut:
         _refuse_foreign_origin(request, kit)
-        if (body.code is None) == (body.recovery_code is None):
-            raise ValidationFailedError(
-                "Send either a code from your authenticator app or a recovery code.",
-                errors=[{"field": "code", "location": "body", "message": "exactly one of code, recovery_code"}],
-            )
         issued = await signin.complete_mfa_login(
             runtime.db,
             kit,
@@ -170,7 +166,7 @@ def build_router() -> APIRouter:
         )
         return _signed_in(issued, response, kit, now, native=body.client == "native")
 
-    @router.post("/auth/refresh")
+    @router.post("/auth/refresh", responses=problems(401, 403))
     async def refresh(
         *,
         request: Request,
@@ -227,16 +223,31 @@ def build_router() -> APIRouter:
 
 
 def _email_and_password_routes(router: APIRouter) -> None:
-    @router.post("/auth/verify-email", openapi_extra=AUTH)
+    @router.post("/auth/verify-email", openapi_extra=AUTH, responses=problems(400))
     async def verify_email(body: TokenIn, session: DbSession, now: Now, client: Client) -> UserOut:
         return UserOut.of(await service.verify_email(session, body.token, now=now, client=client))
 
-    @router.post("/auth/verify-email/resend", status_code=status.HTTP_202_ACCEPTED, openapi_extra=EMAIL)
+    @router.post(
+        "/auth/verify-email/resend",
+        status_code=status.HTTP_202_ACCEPTED,
+        openapi_extra=EMAIL,
+        response_class=Response,
+        responses={202: {"description": "A new link is on its way (unless the address is verified already)."}},
+    )
     async def resend_verification(user: CurrentUser, session: DbSession, kit: AuthKitDep, now: Now) -> Response:
         await service.resend_verification(session, kit, user.user_id, now=now)
         return Response(status_code=status.HTTP_202_ACCEPTED)
 
-    @router.post("/auth/password-reset/request", status_code=status.HTTP_202_ACCEPTED, openapi_extra=EMAIL)
+    @router.post(
+        "/auth/password-reset/request",
+        status_code=status.HTTP_202_ACCEPTED,
+        openapi_extra=EMAIL,
+        response_class=Response,
+        responses={
+            **problems(403),
+            202: {"description": "If an active account has this address, a reset link is on its way."},
+        },
+    )
     async def password_reset_request(
         *,
         body: PasswordResetRequestIn,
@@ -254,7 +265,12 @@ def _email_and_password_routes(router: APIRouter) -> None:
         background.add_task(service.send_password_reset, runtime.db, kit, body.email, now=now, client=client)
         return Response(status_code=status.HTTP_202_ACCEPTED)
 
-    @router.post("/auth/password-reset/confirm", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
+    @router.post(
+        "/auth/password-reset/confirm",
+        status_code=status.HTTP_204_NO_CONTENT,
+        openapi_extra=AUTH,
+        responses=problems(400, 403),
+    )
     async def password_reset_confirm(
         *,
         body: PasswordResetConfirmIn,
@@ -294,7 +310,7 @@ def _email_and_password_routes(router: APIRouter) -> None:
 
 
 def _mfa_routes(router: APIRouter) -> None:
-    @router.post("/auth/mfa/totp/setup")
+    @router.post("/auth/mfa/totp/setup", responses=problems(409))
     async def totp_setup(
         *, user: CurrentUser, response: Response, session: DbSession, kit: AuthKitDep, now: Now
     ) -> TotpSetupOut:
@@ -302,7 +318,7 @@ def _mfa_routes(router: APIRouter) -> None:
         response.headers["Cache-Control"] = "no-store"
         return TotpSetupOut(secret=setup.secret, otpauth_uri=setup.uri, qr_svg=setup.svg)
 
-    @router.post("/auth/mfa/totp/confirm", openapi_extra=AUTH)
+    @router.post("/auth/mfa/totp/confirm", openapi_extra=AUTH, responses=problems(409))
     async def totp_confirm(
         *,
         body: TotpConfirmIn,
@@ -319,7 +335,9 @@ def _mfa_routes(router: APIRouter) -> None:
         response.headers["Cache-Control"] = "no-store"
         return RecoveryCodesOut(recovery_codes=codes)
 
-    @router.post("/auth/mfa/disable", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH)
+    @router.post(
+        "/auth/mfa/disable", status_code=status.HTTP_204_NO_CONTENT, openapi_extra=AUTH, responses=problems(409)
+    )
     async def mfa_disable(
         *,
         body: MfaDisableIn,
@@ -334,7 +352,7 @@ def _mfa_routes(router: APIRouter) -> None:
             session, runtime.db, kit, user.user_id, password=body.password, code=body.code, now=now, client=client
         )
 
-    @router.post("/auth/mfa/recovery-codes", openapi_extra=AUTH)
+    @router.post("/auth/mfa/recovery-codes", openapi_extra=AUTH, responses=problems(409))
     async def recovery_codes(
         *,
         body: TotpConfirmIn,

@@ -12,10 +12,11 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, StringConstraints
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
+from smilingsteps.accounts.passwords import MAX_LENGTH, MIN_LENGTH
 from smilingsteps.platform.schemas import OneOf, RequestModel, ResponseModel, TimeZoneName
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
-_KENYAN_MSISDN = re.compile(r"^254[17]\d{8}$")
+_KENYAN_MSISDN = re.compile(r"^254[17][0-9]{8}$")  # ASCII digits only: \d would take any script's
 
 
 def normalise_email(value: str) -> str:
@@ -59,12 +60,23 @@ class Contact:
     full_name: str
 
 
-Email = Annotated[str, Field(max_length=254), AfterValidator(normalise_email)]
+Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(normalise_email)]
 # Passwords keep their spaces; the length rules live in the password policy so
 # the error names the rule. The cap here only bounds the work a request can cause.
 Password = Annotated[str, StringConstraints(strip_whitespace=False, max_length=1024)]
+# A password being chosen: the schema states the policy's length bounds, which the policy enforces (with
+# its own problem type, weak-password, like every other password rule).
+NewPassword = Annotated[
+    str,
+    StringConstraints(strip_whitespace=False, max_length=1024),
+    Field(json_schema_extra={"minLength": MIN_LENGTH, "maxLength": MAX_LENGTH}),
+]
 FullName = Annotated[str, Field(min_length=1, max_length=120)]
-Phone = Annotated[str, Field(max_length=20), AfterValidator(normalise_phone)]
+# What normalise_phone accepts, as a pattern: separators anywhere, an optional +, then 254 or 0, then 7 or 1
+# and eight digits.
+_SEP = r"[\s().\-]*"
+PHONE_PATTERN = rf"^{_SEP}\+?{_SEP}(?:2{_SEP}5{_SEP}4|0){_SEP}[17](?:{_SEP}[0-9]){{8}}{_SEP}$"
+Phone = Annotated[str, Field(max_length=20, pattern=PHONE_PATTERN), AfterValidator(normalise_phone)]
 OpaqueToken = Annotated[str, Field(min_length=16, max_length=512, pattern=r"^[A-Za-z0-9_\-.]+$")]
 TotpCode = Annotated[str, Field(pattern=r"^[0-9]{6}$")]
 RecoveryCodeText = Annotated[str, Field(min_length=16, max_length=24, pattern=r"^[A-Za-z2-7\- ]+$")]
@@ -72,7 +84,7 @@ RecoveryCodeText = Annotated[str, Field(min_length=16, max_length=24, pattern=r"
 
 class RegisterIn(RequestModel):
     email: Email
-    password: Password
+    password: NewPassword
     full_name: FullName
     phone: Phone
     timezone: TimeZoneName = "Africa/Nairobi"
@@ -87,6 +99,8 @@ class LoginIn(RequestModel):
 
 
 class MfaLoginIn(RequestModel):
+    exactly_one = ("code", "recovery_code")
+
     mfa_token: Annotated[str, Field(min_length=16, max_length=2048)]
     code: TotpCode | None = None
     recovery_code: RecoveryCodeText | None = None
@@ -109,12 +123,12 @@ class PasswordResetRequestIn(RequestModel):
 
 class PasswordResetConfirmIn(RequestModel):
     token: OpaqueToken
-    new_password: Password
+    new_password: NewPassword
 
 
 class PasswordChangeIn(RequestModel):
     current_password: Password
-    new_password: Password
+    new_password: NewPassword
 
 
 class TotpConfirmIn(RequestModel):

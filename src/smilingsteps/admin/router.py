@@ -16,7 +16,7 @@ from smilingsteps.admin.schemas import UserPage, UserUpdateIn
 from smilingsteps.audit import service as audit
 from smilingsteps.audit.schemas import AuditLogPage, AuditLogQuery
 from smilingsteps.platform.dependencies import Client, DbSession, Now
-from smilingsteps.platform.errors import ValidationFailedError
+from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
 
@@ -48,7 +48,7 @@ def build_router() -> APIRouter:
     async def get_user(user_id: uuid.UUID, admin: AdminUser, session: DbSession) -> UserOut:
         return UserOut.of(await accounts.get_user(session, user_id))
 
-    @router.patch("/users/{user_id}", openapi_extra=ADMIN)
+    @router.patch("/users/{user_id}", openapi_extra=ADMIN, responses=problems(409))
     async def update_user(
         *,
         user_id: uuid.UUID,
@@ -59,11 +59,6 @@ def build_router() -> APIRouter:
         now: Now,
         client: Client,
     ) -> UserOut:
-        if (body.status is None) == (body.therapist_status is None):
-            raise ValidationFailedError(
-                "Change either status or therapist_status.",
-                errors=[{"field": "status", "location": "body", "message": "exactly one of status, therapist_status"}],
-            )
         if body.status is not None:
             user = await service.set_account_status(
                 session,

@@ -25,6 +25,8 @@ Decision = Annotated[TherapistStatus, OneOf(TherapistStatus.APPROVED, TherapistS
 class UserUpdateIn(RequestModel):
     """One change at a time, each audited: suspend/reactivate, or approve/reject a therapist."""
 
+    exactly_one = ("status", "therapist_status")
+
     status: AccountStatus | None = None
     therapist_status: Decision | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None

@@ -18,6 +18,7 @@ from smilingsteps.bookings.models import BookingStatus
 from smilingsteps.bookings.schemas import BookingIn, BookingOut, CancelIn, NoteIn, NoteOut, OutcomeIn, RescheduleIn
 from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
+from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.platform.schemas import CalendarDay, TimeZoneName, UtcDatetime
@@ -49,7 +50,7 @@ def _finding_routes(router: APIRouter) -> None:
         available_by: Annotated[
             CalendarDay | None, Query(description="only therapists with a free slot by this day")
         ] = None,
-        cursor: Annotated[str | None, Query(max_length=400)] = None,
+        cursor: Annotated[str | None, Query(max_length=400, pattern=therapists.CURSOR_PATTERN)] = None,
         limit: Annotated[int, Query(ge=1, le=therapists.MAX_PAGE)] = 20,
     ) -> TherapistPage:
         found, next_cursor = await service.directory(
@@ -90,7 +91,7 @@ def build_router() -> APIRouter:
     router = APIRouter(route_class=ApiRoute, tags=["bookings"])
     _finding_routes(router)
 
-    @router.post("/bookings", status_code=status.HTTP_201_CREATED)
+    @router.post("/bookings", status_code=status.HTTP_201_CREATED, responses=problems(404, 409))
     async def create(
         *, body: BookingIn, user: VerifiedUser, session: DbSession, settings: SettingsDep, now: Now, client: Client
     ) -> BookingOut:
@@ -121,7 +122,7 @@ def build_router() -> APIRouter:
     async def get_one(*, booking_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BookingOut:
         return BookingOut.model_validate(await service.booking_of(session, user.user_id, booking_id))
 
-    @router.post("/bookings/{booking_id}/cancel")
+    @router.post("/bookings/{booking_id}/cancel", responses=problems(409))
     async def cancel(
         *,
         booking_id: uuid.UUID,
@@ -135,7 +136,7 @@ def build_router() -> APIRouter:
         booking = await service.cancel(session, settings, _actor(user, client), booking_id, reason=body.reason, now=now)
         return BookingOut.model_validate(booking)
 
-    @router.post("/bookings/{booking_id}/reschedule")
+    @router.post("/bookings/{booking_id}/reschedule", responses=problems(409))
     async def reschedule(
         *,
         booking_id: uuid.UUID,
@@ -149,7 +150,7 @@ def build_router() -> APIRouter:
         booking = await service.reschedule(session, settings, _actor(user, client), booking_id, body.starts_at, now=now)
         return BookingOut.model_validate(booking)
 
-    @router.post("/bookings/{booking_id}/outcome")
+    @router.post("/bookings/{booking_id}/outcome", responses=problems(409))
     async def outcome(
         *, booking_id: uuid.UUID, body: OutcomeIn, user: CurrentUser, session: DbSession, now: Now, client: Client
     ) -> BookingOut:
@@ -182,7 +183,7 @@ def build_router() -> APIRouter:
         text, updated = await service.read_note(session, encryptor, _actor(user, client), booking_id, now=now)
         return NoteOut(text=text, updated_at=updated)
 
-    @router.post("/admin/bookings/{booking_id}/confirm", openapi_extra=ADMIN)
+    @router.post("/admin/bookings/{booking_id}/confirm", openapi_extra=ADMIN, responses=problems(409))
     async def admin_confirm(
         *, booking_id: uuid.UUID, admin: AdminUser, session: DbSession, settings: SettingsDep, now: Now, client: Client
     ) -> BookingOut:

@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from smilingsteps.platform.context import request_id_of
@@ -215,7 +216,22 @@ async def handle_app_error(request: Request, exc: Exception) -> Response:
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return problem_response(from_http_exception(exc), request.scope)
+    error = from_http_exception(exc)
+    if exc.status_code == 405:
+        # Starlette names only the first route that matched the path; a path has a route per method.
+        error.headers["Allow"] = ", ".join(allowed_methods(request))
+    return problem_response(error, request.scope)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this request's path."""
+    probe = {**request.scope, "method": "\x00"}  # no route serves it: a path match is PARTIAL
+    methods: set[str] = set()
+    for route in getattr(request.app, "routes", ()):
+        match, _ = route.matches(probe)
+        if match is not Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
 
 
 async def handle_validation_error(request: Request, exc: Exception) -> Response:

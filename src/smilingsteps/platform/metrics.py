@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.responses import Response
 
 from smilingsteps import __version__
+from smilingsteps.platform import http_protocol
 from smilingsteps.platform.errors import NotFoundError, UnauthorizedError
 from smilingsteps.platform.runtime import Runtime, runtime_of
 
@@ -49,6 +50,14 @@ class RuntimeCollector(Collector):
         for reason, count in sorted(runtime.security_events.items()):
             events.add_metric([reason], count)
         yield events
+        refused = CounterMetricFamily(
+            "smilingsteps_http_refused",
+            "Connections the server refused before the app (see the http_refused log lines)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(http_protocol.refused.items()):
+            refused.add_metric([reason], count)
+        yield refused
         limiter = runtime.limiter
         decisions = CounterMetricFamily(
             "smilingsteps_rate_limit_decisions",

@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import (
     AfterValidator,
@@ -23,12 +23,17 @@ from pydantic import (
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    Strict,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
+    model_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, core_schema
 
-from smilingsteps.platform.timezones import is_iana_zone
+from smilingsteps.platform.timezones import is_iana_zone, zone_names
 
 MAX_TEXT = 10_000
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -122,16 +127,59 @@ def wall_clock(value: time) -> time:
 LocalTime = Annotated[
     time,
     AfterValidator(wall_clock),
-    Field(json_schema_extra={"pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]+)?)?$"}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+            "description": "a local wall-clock time, HH:MM or HH:MM:SS, without an offset",
+        }
+    ),
 ]
 
 
 # A zone people live in, by its exact IANA name (`Africa/Nairobi`).
-TimeZoneName = Annotated[str, Field(max_length=64), AfterValidator(valid_timezone)]
+TimeZoneName = Annotated[
+    str,
+    Field(max_length=64, json_schema_extra=lambda schema: schema.update(enum=sorted(zone_names()))),
+    AfterValidator(valid_timezone),
+]
+
+
+# The text rules above, as JSON Schema patterns (ECMA 262): what `clean_text` refuses, and for a
+# field that may not be empty, at least one character that is not a space (values are stripped).
+# (Lone surrogates, also refused, cannot be named in a schema pattern: JSON text in UTF-8 carries none.)
+_INVISIBLE = r"\u007f-\u009f\u202a-\u202e\u2066-\u2069\ufeff"
+_TEXT_CLASS = r"[^\u0000-\u001f" + _INVISIBLE + "]"
+_MULTILINE_CLASS = r"[^\u0000-\u0008\u000b\u000c\u000e-\u001f" + _INVISIBLE + "]"
+
+
+def _text_pattern(*, multiline: bool, required: bool) -> str:
+    allowed = _MULTILINE_CLASS if multiline else _TEXT_CLASS
+    return ("^(?=[\\s\\S]*\\S)" if required else "^") + allowed + "*$"
+
+
+def _state_text_rules(schema: dict[str, Any], *, multiline: bool) -> None:
+    """Add the text pattern to every plain string in `schema` (one without a pattern, enum or format)."""
+    for option in schema.get("anyOf", ()):
+        _state_text_rules(option, multiline=multiline)
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        _state_text_rules(schema["items"], multiline=multiline)
+    if schema.get("type") != "string" or {"pattern", "enum", "format", "const"} & schema.keys():
+        return
+    schema["pattern"] = _text_pattern(multiline=multiline, required=schema.get("minLength", 0) > 0)
+
+
+# A whole number given as a JSON number: `"2000"`, `2000.0` or `false` are refused, as the schema says.
+Integer = Annotated[int, Strict()]
 
 
 class RequestModel(BaseModel):
+    """Unknown fields are refused; text follows the rules above (stated in the schema as patterns);
+    numbers in bodies are `Integer` (strict)."""
+
     model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT, str_strip_whitespace=True)
+    # Optional fields of which a body must hold exactly one (checked, and stated as `oneOf`).
+    exactly_one: ClassVar[tuple[str, ...]] = ()
 
     @field_validator("*", mode="before")
     @classmethod
@@ -139,6 +187,29 @@ class RequestModel(BaseModel):
         field = cls.model_fields.get(info.field_name or "")
         multiline = field is not None and any(isinstance(m, Multiline) for m in field.metadata)
         return _clean(value, multiline)
+
+    @model_validator(mode="after")
+    def _one_of_each_group(self) -> Self:
+        given = [name for name in self.exactly_one if name in self.model_fields_set]
+        if self.exactly_one and (len(given) != 1 or getattr(self, given[0]) is None):
+            raise ValueError(f"send exactly one of {', '.join(self.exactly_one)} (and not null)")
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core))
+        for name, field in cls.model_fields.items():
+            prop = schema.get("properties", {}).get(field.alias or name)
+            if prop is not None:
+                _state_text_rules(prop, multiline=any(isinstance(m, Multiline) for m in field.metadata))
+        if cls.exactly_one:
+            schema["oneOf"] = [{"required": [name]} for name in cls.exactly_one]
+            for name in cls.exactly_one:  # present means given, and not as null
+                prop = schema["properties"][name]
+                prop.pop("default", None)
+                options = [option for option in prop.pop("anyOf", [prop]) if option.get("type") != "null"]
+                prop.update(options[0] if len(options) == 1 else {"anyOf": options})
+        return schema
 
 
 class ResponseModel(BaseModel):

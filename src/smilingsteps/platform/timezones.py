@@ -15,6 +15,11 @@ def _zones() -> frozenset[str]:
     return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
 
 
+def zone_names() -> frozenset[str]:
+    """Every accepted name (the API schema lists them)."""
+    return _zones()
+
+
 def is_iana_zone(name: str) -> bool:
     """True for an exact IANA zone name such as `Africa/Nairobi` (case matters, no paths)."""
     return name in _zones()

@@ -11,6 +11,7 @@ from fastapi import APIRouter
 
 from smilingsteps.accounts.auth import CurrentUser
 from smilingsteps.platform.dependencies import DbSession, Now
+from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.routing import ApiRoute
 from smilingsteps.therapists import service
 from smilingsteps.therapists.schemas import (
@@ -24,7 +25,7 @@ from smilingsteps.therapists.schemas import (
 def build_router() -> APIRouter:
     router = APIRouter(prefix="/therapists", route_class=ApiRoute, tags=["therapists"])
 
-    @router.get("/me")
+    @router.get("/me", responses=problems(409))
     async def my_profile(*, user: CurrentUser, session: DbSession) -> ProfileOut:
         return ProfileOut.of(await service.own_profile(session, user.user_id))
 
@@ -32,12 +33,12 @@ def build_router() -> APIRouter:
     async def save_my_profile(*, body: ProfileIn, user: CurrentUser, session: DbSession, now: Now) -> ProfileOut:
         return ProfileOut.of(await service.save_profile(session, user.user_id, user.role, body, now=now))
 
-    @router.get("/me/availability")
+    @router.get("/me/availability", responses=problems(409))
     async def my_availability(*, user: CurrentUser, session: DbSession) -> AvailabilityOut:
         zone, rules, exceptions = await service.availability(session, user.user_id)
         return AvailabilityOut(timezone=zone, rules=rules, exceptions=exceptions)
 
-    @router.put("/me/availability")
+    @router.put("/me/availability", responses=problems(409))
     async def set_my_availability(*, body: AvailabilityIn, user: CurrentUser, session: DbSession) -> AvailabilityOut:
         await service.set_availability(session, user.user_id, body)
         zone, rules, exceptions = await service.availability(session, user.user_id)

@@ -17,7 +17,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.therapists import repository
 from smilingsteps.therapists.errors import NoProfileError
-from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, TherapistProfile
+from smilingsteps.therapists.models import AvailabilityException, AvailabilityRule, ExceptionKind, TherapistProfile
 from smilingsteps.therapists.schemas import AvailabilityIn, Bookable, ExceptionIn, ProfileIn, RuleIn, Therapist
 from smilingsteps.therapists.slots import DateException, SlotPolicy, WeeklyRule
 
@@ -100,7 +100,7 @@ async def availability(session: AsyncSession, user_id: uuid.UUID) -> tuple[str, 
     return (
         profile.timezone,
         [RuleIn(weekday=r.weekday, start=r.start, end=r.end) for r in rules],
-        [ExceptionIn(day=e.day, kind=e.kind, start=e.start, end=e.end) for e in exceptions],
+        [ExceptionIn(day=e.day, kind=ExceptionKind(e.kind), start=e.start, end=e.end) for e in exceptions],
     )
 
 
@@ -115,21 +115,32 @@ async def listed(session: AsyncSession, therapist_id: uuid.UUID) -> Therapist:
     return found
 
 
+# A page cursor: the last therapist's id, a dot, and their name in unpadded base64url. Every string
+# of this shape is a valid position (a name that is not UTF-8 is read with replacement characters),
+# so the pattern in the API schema is the whole rule.
+CURSOR_PATTERN = (
+    r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2,3})?$"
+)
+
+
 def encode_cursor(therapist: Therapist) -> str:
-    raw = f"{therapist.user.full_name}\x00{therapist.user.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    name = base64.urlsafe_b64encode(therapist.user.full_name.encode()).decode().rstrip("=")
+    return f"{therapist.user.id}.{name}"
 
 
 def decode_cursor(cursor: str) -> tuple[str, uuid.UUID]:
+    """The (name, id) position a cursor stands for; one not of CURSOR_PATTERN's shape is refused."""
+    therapist_id, _, name = cursor.partition(".")
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        name, _, therapist_id = raw.partition("\x00")
-        return name, uuid.UUID(therapist_id)
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        position = uuid.UUID(therapist_id)
+        raw = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4))
+    except (binascii.Error, ValueError):
         raise ValidationFailedError(
             "The cursor is not one this API gave out.",
             errors=[{"field": "cursor", "location": "query", "message": "is not a valid cursor"}],
         ) from None
+    # NUL cannot be stored or compared in PostgreSQL text; no name holds one.
+    return raw.decode(errors="replace").replace("\x00", "\ufffd"), position
 
 
 # Decides whether a candidate belongs on the page (say, "has a free slot by Friday").
