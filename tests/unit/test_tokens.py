@@ -222,3 +222,86 @@ def test_only_hs256_is_accepted_even_with_our_own_key(codec: TokenCodec, alg: st
         else:
             with pytest.raises(InvalidTokenError):
                 codec.decode_access(token, now=NOW)
+
+
+# ---- found by the mutation run (bench/mutation.py) -------------------------------------------
+
+
+@pytest.mark.parametrize(("verified", "mfa"), [(True, True), (True, False), (False, True), (False, False)])
+def test_the_claims_that_gate_access_come_back_as_issued(codec: TokenCodec, verified: bool, mfa: bool) -> None:
+    token = codec.issue_access(
+        user_id=USER,
+        session_id=SESSION,
+        role="admin",
+        email_verified=verified,
+        mfa=mfa,
+        now=NOW,
+        expires_at=NOW + timedelta(minutes=15),
+    )
+    decoded = codec.decode_access(token, now=NOW)
+    assert (decoded.email_verified, decoded.mfa) == (verified, mfa)
+
+
+@pytest.mark.parametrize("value", ["true", 1, "yes"])
+def test_only_a_json_true_proves_verification_or_a_second_factor(codec: TokenCodec, value: Any) -> None:
+    token = jwt.encode(claims(ver=value, mfa=value), derive_key(SECRET, "jwt"), algorithm="HS256")
+    decoded = codec.decode_access(token, now=NOW)
+    assert (decoded.email_verified, decoded.mfa) == (False, False)
+
+
+def test_a_token_may_be_issued_up_to_30_seconds_ahead_of_our_clock(codec: TokenCodec) -> None:
+    """Clock skew between instances: 30 s ahead is accepted, 31 s is not."""
+    key = derive_key(SECRET, "jwt")
+    ahead = jwt.encode(claims(iat=int(NOW.timestamp()) + 30), key, algorithm="HS256")
+    assert codec.decode_access(ahead, now=NOW).user_id == USER
+    too_far = jwt.encode(claims(iat=int(NOW.timestamp()) + 31), key, algorithm="HS256")
+    with pytest.raises(InvalidTokenError):
+        codec.decode_access(too_far, now=NOW)
+
+
+def test_an_expired_token_says_so_and_others_do_not(codec: TokenCodec) -> None:
+    """The reason `expired` is what tells a routine expiry from an attack in the security log."""
+    token = issue(codec)
+    with pytest.raises(InvalidTokenError, match=r"^expired$"):
+        codec.decode_access(token, now=NOW + timedelta(minutes=15))  # checked in full
+    codec.decode_access(token, now=NOW)
+    with pytest.raises(InvalidTokenError, match=r"^expired$"):
+        codec.decode_access(token, now=NOW + timedelta(minutes=15))  # from the cache of verified tokens
+    with pytest.raises(InvalidTokenError) as forged:
+        codec.decode_access(jwt.encode(claims(), b"x" * 32, algorithm="HS256"), now=NOW)
+    assert str(forged.value) != "expired"
+
+
+def test_issued_tokens_declare_hs256_and_jwt_in_their_header(codec: TokenCodec) -> None:
+    for token in (issue(codec), codec.issue_mfa_challenge(user_id=USER, now=NOW, ttl=timedelta(minutes=5))):
+        assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+
+
+def test_csrf_tokens_are_a_fresh_nonce_and_an_hmac_with_the_csrf_key(codec: TokenCodec) -> None:
+    """Known answer: HMAC-SHA256 under the key derived for "csrf", over "<session>:<nonce>", 32 hex
+    digits. The derivation is fixed, so tokens issued before a deploy still verify after it."""
+    import hashlib
+    import hmac
+
+    first, second = codec.csrf_token(SESSION), codec.csrf_token(SESSION)
+    assert first != second
+    for token in (first, second):
+        nonce, mac = token.split(".")
+        assert len(nonce) >= 22  # 16 random bytes
+        expected = hmac.new(derive_key(SECRET, "csrf"), f"{SESSION}:{nonce}".encode(), hashlib.sha256).hexdigest()
+        assert mac == expected[:32]
+
+
+def test_a_csrf_token_must_have_exactly_a_nonce_and_a_mac(codec: TokenCodec) -> None:
+    """Even with a correct MAC over them, an empty nonce or one with a dot is refused."""
+    import hashlib
+    import hmac
+
+    def signed(nonce: str) -> str:
+        digest = hmac.new(derive_key(SECRET, "csrf"), f"{SESSION}:{nonce}".encode(), hashlib.sha256).hexdigest()
+        return f"{nonce}.{digest[:32]}"
+
+    assert codec.csrf_valid(signed("abc"), SESSION)
+    assert not codec.csrf_valid(signed(""), SESSION)
+    assert not codec.csrf_valid(signed("abc.def"), SESSION)
+    assert not codec.csrf_valid(signed("abc") + ".", SESSION)
