@@ -84,3 +84,17 @@ async def test_the_directory_refuses_a_day_outside_the_bookable_years(client: ht
     response = await client.get(f"{API}/therapists", params={"available_by": day})
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["field"] == "available_by"
+
+
+@pytest.mark.parametrize(("price", "status"), [("2000", 422), (False, 422), (2000.5, 422), (2000.0, 200), (2000, 200)])
+async def test_numbers_in_bodies_are_json_numbers(app: FastAPI, price: object, status: int) -> None:
+    therapist = await sign_in(app, await therapist_user(app))
+    body = {
+        "specialties": ["anxiety"],
+        "languages": ["en"],
+        "years_of_practice": 3,
+        "license_number": "KCPB-9",
+        "price_kes": price,
+    }
+    response = await therapist.put(f"{API}/therapists/me", json=body)
+    assert response.status_code == status, response.text

@@ -32,6 +32,7 @@ class AuditFilters(RequestModel):
         default=None,
         max_length=ACTION_MAX,
         description="an exact action (`auth.login.failed`) or a prefix ending in a dot (`auth.`)",
+        json_schema_extra={"pattern": f"^{ACTION_FILTER_PATTERN.pattern}$"},
     )
     target_type: str | None = Field(default=None, max_length=TARGET_TYPE_MAX)
     target_id: str | None = Field(default=None, max_length=TARGET_ID_MAX)

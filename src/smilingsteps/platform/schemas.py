@@ -20,11 +20,11 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
-    Strict,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -169,13 +169,21 @@ def _state_text_rules(schema: dict[str, Any], *, multiline: bool) -> None:
     schema["pattern"] = _text_pattern(multiline=multiline, required=schema.get("minLength", 0) > 0)
 
 
-# A whole number given as a JSON number: `"2000"`, `2000.0` or `false` are refused, as the schema says.
-Integer = Annotated[int, Strict()]
+def json_number(value: Any) -> Any:
+    """A JSON number, not text or a flag: `"2000"` and `false` are refused (`2000.0` is a JSON Schema integer)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number, not text or true/false")
+    return value
+
+
+# For an int field in a body, after its constraints (so the schema keeps minimum/maximum):
+# `Annotated[int, Field(ge=0), NUMBER]` takes 2000 or 2000.0 (a JSON Schema integer), never "2000" or false.
+NUMBER = BeforeValidator(json_number)
 
 
 class RequestModel(BaseModel):
     """Unknown fields are refused; text follows the rules above (stated in the schema as patterns);
-    numbers in bodies are `Integer` (strict)."""
+    numbers in bodies take `NUMBER` (JSON numbers only)."""
 
     model_config = ConfigDict(extra="forbid", str_max_length=MAX_TEXT, str_strip_whitespace=True)
     # Optional fields of which a body must hold exactly one (checked, and stated as `oneOf`).

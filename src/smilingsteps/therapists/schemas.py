@@ -13,8 +13,8 @@ from pydantic import Field, field_validator, model_validator
 
 from smilingsteps.accounts.models import User
 from smilingsteps.platform.schemas import (
+    NUMBER,
     CalendarDay,
-    Integer,
     LocalTime,
     Multiline,
     RequestModel,
@@ -71,13 +71,13 @@ class Bookable:
 
 class ProfileIn(RequestModel):
     bio: Annotated[str, Multiline(), Field(max_length=4000)] = ""
-    specialties: Annotated[list[Specialty], Field(min_length=1, max_length=10)]
-    languages: Annotated[list[Language], Field(min_length=1, max_length=10)]
-    years_of_practice: Annotated[Integer, Field(ge=0, le=70)]
+    specialties: Annotated[list[Specialty], Field(min_length=1, max_length=10, json_schema_extra={"uniqueItems": True})]
+    languages: Annotated[list[Language], Field(min_length=1, max_length=10, json_schema_extra={"uniqueItems": True})]
+    years_of_practice: Annotated[int, Field(ge=0, le=70), NUMBER]
     license_number: Annotated[str, Field(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9/\-. ]+$")]
-    price_kes: Annotated[Integer, Field(ge=100, le=1_000_000)]
-    session_minutes: Annotated[Integer, Field(ge=15, le=180)] = 50
-    buffer_minutes: Annotated[Integer, Field(ge=0, le=120)] = 10
+    price_kes: Annotated[int, Field(ge=100, le=1_000_000), NUMBER]
+    session_minutes: Annotated[int, Field(ge=15, le=180), NUMBER] = 50
+    buffer_minutes: Annotated[int, Field(ge=0, le=120), NUMBER] = 10
     timezone: TimeZoneName = "Africa/Nairobi"
 
     @field_validator("specialties", "languages")
@@ -122,7 +122,7 @@ class ProfileOut(ResponseModel):
 
 
 class RuleIn(RequestModel):
-    weekday: Annotated[Integer, Field(ge=0, le=6, description="0 = Monday … 6 = Sunday")]
+    weekday: Annotated[int, Field(ge=0, le=6, description="0 = Monday … 6 = Sunday"), NUMBER]
     start: LocalTime
     end: LocalTime
 
