@@ -1,8 +1,9 @@
 """The interactive API docs (Swagger UI), self-hosted under the strict Content-Security-Policy.
 
-Swagger UI's files come from the locked `swagger-ui-bundle` package (Apache-2.0, its licence in
-the package), our start-up script from `static/docs-init.js`; nothing is loaded from another
-origin, no script or style is inline, and every asset carries its Subresource Integrity hash.
+Swagger UI 5 (it reads OpenAPI 3.1) is vendored in `static/swagger-ui/` (see VENDORED.md:
+swagger-ui-dist from npm, Apache-2.0, licence beside it), our start-up script is
+`static/docs-init.js`; nothing is loaded from another origin, no script or style is inline, and
+every asset carries its Subresource Integrity hash.
 """
 
 from __future__ import annotations
@@ -43,12 +44,11 @@ class Asset:
 @cache
 def assets() -> dict[str, Asset]:
     """The three files the page loads, read once."""
-    [vendor] = Path(str(resources.files("swagger_ui_bundle") / "vendor")).glob("swagger-ui-*")
-    ours = resources.files("smilingsteps.platform") / "static" / "docs-init.js"
+    static = resources.files("smilingsteps.platform") / "static"
     found = [
-        Asset("swagger-ui.css", (vendor / "swagger-ui.css").read_bytes()),
-        Asset("swagger-ui-bundle.js", (vendor / "swagger-ui-bundle.js").read_bytes()),
-        Asset("docs-init.js", ours.read_bytes()),
+        Asset("swagger-ui.css", (static / "swagger-ui" / "swagger-ui.css").read_bytes()),
+        Asset("swagger-ui-bundle.js", (static / "swagger-ui" / "swagger-ui-bundle.js").read_bytes()),
+        Asset("docs-init.js", (static / "docs-init.js").read_bytes()),
     ]
     return {asset.name: asset for asset in found}
 
