@@ -14,6 +14,8 @@ from sqlalchemy import func, select
 from smilingsteps.accounts.models import Role, TherapistStatus, User
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
+from smilingsteps.audit.service import AuditContext
+from smilingsteps.bookings import service
 from smilingsteps.bookings.jobs import BookingJobs
 from smilingsteps.bookings.models import SessionNote
 from smilingsteps.config import Settings
@@ -290,25 +292,82 @@ async def _user(app: FastAPI, user_id: uuid.UUID):  # type: ignore[no-untyped-de
 # ---- confirmation, cancellation, reschedule, outcome ------------------------------------------------
 
 
-async def test_cancellation_policy(app: FastAPI, clock: FakeClock) -> None:
+async def _confirmed_bookings(app: FastAPI, therapist: User, count: int) -> tuple[list[Person], list[str]]:
+    """`count` clients, each with a confirmed booking on Monday 18 January (09:00, 10:00… Nairobi)."""
+    people, ids = [await client_person(app) for _ in range(count)], []
+    for hour, person in enumerate(people, start=6):
+        ids.append((await book(person, therapist.id, utc(2027, 1, 18, hour))).json()["id"])
+        await confirm(app, ids[-1])
+    return people, ids
+
+
+async def _cancellation_emails(app: FastAPI, address: str) -> list[str]:
+    async with runtime(app).db.session() as session:
+        rows = await session.execute(
+            select(OutboxMessage.body_text).where(
+                OutboxMessage.to_address == address, OutboxMessage.template == "booking_cancelled"
+            )
+        )
+        return [str(text) for text in rows.scalars()]
+
+
+async def _cancellation_email(app: FastAPI, address: str) -> str:
+    [text] = await _cancellation_emails(app, address)
+    return text
+
+
+async def test_a_confirmed_booking_never_paid_promises_no_refund(app: FastAPI) -> None:
+    # Nothing is paid before payments exist: a confirmed booking (an administrator's) cancelled early
+    # by its client, or by its therapist, owes nothing back, and the emails say nothing about money.
     therapist = await therapist_user(app)
     therapist_http = await sign_in(app, await _user(app, therapist.id))
-    early, late, by_therapist, unpaid = [await client_person(app) for _ in range(4)]
-    starts = [utc(2027, 1, 18, 6), utc(2027, 1, 18, 7), utc(2027, 1, 18, 8), utc(2027, 1, 18, 9)]
-    ids = []
-    for person, start in zip((early, late, by_therapist, unpaid), starts, strict=True):
-        ids.append((await book(person, therapist.id, start)).json()["id"])
-    for booking_id in ids[:3]:
-        await confirm(app, booking_id)
+    (early, by_therapist), ids = await _confirmed_bookings(app, therapist, 2)
+    actor = service.Actor(user_id=early.user_id, role=Role.CLIENT, audit=AuditContext(None, None, None))
+    async with runtime(app).db.session() as session:
+        terms = await service.cancellation_terms(
+            session, runtime(app).settings, actor, uuid.UUID(ids[0]), now=runtime(app).now()
+        )
+    assert (terms.paid_kes, terms.refund_kes, terms.note) == (0, 0, "")
+
+    cancelled = (await early.post(f"{API}/bookings/{ids[0]}/cancel", json={"reason": "exam"})).json()
+    by_them = (await therapist_http.post(f"{API}/bookings/{ids[1]}/cancel", json={})).json()
+    assert [(b["status"], b["refund_due_kes"]) for b in (cancelled, by_them)] == [("cancelled", 0)] * 2
+    emails = [*await _cancellation_emails(app, early.email), *await _cancellation_emails(app, by_therapist.email)]
+    emails += await _cancellation_emails(app, therapist_http.email)
+    assert len(emails) == 4
+    for text in emails:
+        assert "was cancelled by" in text
+        assert not {"refund", "m-pesa", "kes", "payment", "fee"} & set(text.lower().replace(".", " ").split())
+    async with runtime(app).db.session() as session:
+        details = await session.execute(
+            select(AuditEvent.details).where(AuditEvent.action == "booking.cancelled", AuditEvent.target_id.in_(ids))
+        )
+        assert [(d["paid_kes"], d["refund_due_kes"]) for d in details.scalars()] == [(0, 0)] * 2
+
+
+async def test_cancellation_refunds_only_what_was_paid(
+    app: FastAPI, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the payments issue will record, stood in for here: every booking paid in full.
+    monkeypatch.setattr(service, "paid_kes", lambda booking: booking.price_kes)
+    therapist = await therapist_user(app)
+    therapist_http = await sign_in(app, await _user(app, therapist.id))
+    (early, late, by_therapist), ids = await _confirmed_bookings(app, therapist, 3)
+    unpaid = await client_person(app)
+    unpaid_id = (await book(unpaid, therapist.id, utc(2027, 1, 18, 9))).json()["id"]
     refund = (await early.post(f"{API}/bookings/{ids[0]}/cancel", json={"reason": "exam"})).json()
     assert (refund["status"], refund["refund_due_kes"]) == ("cancelled", 2500)
-    unpaid_cancel = (await unpaid.post(f"{API}/bookings/{ids[3]}/cancel", json={})).json()
+    assert "KES 2,500 will be refunded to the M-Pesa number that paid." in await _cancellation_email(app, early.email)
+    monkeypatch.setattr(service, "paid_kes", lambda booking: 0)  # a hold: nothing taken yet
+    unpaid_cancel = (await unpaid.post(f"{API}/bookings/{unpaid_id}/cancel", json={})).json()
     assert unpaid_cancel["refund_due_kes"] == 0
+    monkeypatch.setattr(service, "paid_kes", lambda booking: booking.price_kes)
     clock.advance(3 * 24 * 3600 - 10 * 3600)  # Sunday 22:00 UTC: under 24 h before Monday 07:00 UTC
     for person in (late, therapist_http, early):
         await person.renew()
     no_refund = (await late.post(f"{API}/bookings/{ids[1]}/cancel", json={})).json()
     assert (no_refund["status"], no_refund["refund_due_kes"]) == ("cancelled", 0)
+    assert "the fee is not refunded" in await _cancellation_email(app, late.email)
     therapist_cancel = (await therapist_http.post(f"{API}/bookings/{ids[2]}/cancel", json={})).json()
     assert therapist_cancel["refund_due_kes"] == 2500
     again = await early.post(f"{API}/bookings/{ids[0]}/cancel", json={})

@@ -48,7 +48,13 @@ class BookingOut(ResponseModel):
     status: BookingStatus
     hold_expires_at: datetime | None
     price_kes: int
-    refund_due_kes: int
+    refund_due_kes: int = Field(
+        description=(
+            "KES due back to the client after a cancellation: what was actually paid, when the cancellation "
+            "policy refunds it; 0 when nothing is refunded or nothing was paid (no payment is taken yet: "
+            "a confirmed booking may be unpaid)"
+        )
+    )
     client_timezone: str
     therapist_timezone: str
     reschedule_count: int

@@ -1,10 +1,10 @@
 """Booking rules: holds, confirmation, cancellation policy, rescheduling, outcomes, reminders and notes.
 
-Cancellation policy (also in README):
-- a client may cancel a held or pending booking at any time (nothing was paid);
-- a client may cancel a confirmed booking; at least BOOKING_FREE_CANCELLATION_HOURS
-  before the start the whole fee is due back, later nothing is;
-- a therapist may cancel at any time; a confirmed booking's fee is then due back in full;
+Cancellation policy (also in README; the money rules are pure, in `policy.py`):
+- a client or a therapist may cancel a held, pending or confirmed booking at any time;
+- only what the platform took (`paid_kes`) is ever refunded: all of it when the therapist cancels
+  or the client cancels at least BOOKING_FREE_CANCELLATION_HOURS before the start, nothing later;
+- nothing is taken before payments exist, so no cancellation promises a refund yet;
 - a client may reschedule a confirmed booking up to BOOKING_FREE_CANCELLATION_HOURS
   before its start, a therapist at any time; a booking is moved, never paid twice.
 """
@@ -28,6 +28,7 @@ from smilingsteps.audit.service import AuditContext, record
 from smilingsteps.bookings import repository
 from smilingsteps.bookings.errors import BookingStateError, ClientOverlapError, SlotNotBookableError, SlotTakenError
 from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus, ReminderKind, SessionNote
+from smilingsteps.bookings.policy import Cancellation, cancellation
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link, queue_email
 from smilingsteps.platform.crypto import Encryptor
@@ -359,6 +360,46 @@ async def send_due_reminders(session: AsyncSession, settings: Settings, *, now: 
 # ---- cancel, reschedule, outcome ------------------------------------------------------------------
 
 
+def paid_kes(booking: Booking) -> int:
+    """What the client actually paid for `booking`, in KES: the most a cancellation can refund.
+
+    0 for every booking today. There is no payments domain yet, so the platform has taken no
+    money, whatever the status says: a confirmed booking was confirmed by an administrator (any
+    payment for it was made, and is settled, outside the platform). The payments issue will record
+    the amount it takes when it confirms a booking (a column it adds with its migration, written
+    through this service) and this will read it. Deriving "paid" from the status, as before,
+    promised M-Pesa refunds of money nobody had paid. No column now: it would hold only zeros.
+    """
+    return 0
+
+
+def _cancellation(settings: Settings, booking: Booking, *, by_therapist: bool, now: datetime) -> Cancellation:
+    return cancellation(
+        paid_kes=paid_kes(booking),
+        by_therapist=by_therapist,
+        notice=booking.starts_at - now,
+        free_hours=settings.BOOKING_FREE_CANCELLATION_HOURS,
+    )
+
+
+async def _cancellable(session: AsyncSession, actor: Actor, booking_id: uuid.UUID) -> Booking:
+    booking = await booking_of(session, actor.user_id, booking_id)
+    if not booking.active:
+        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be cancelled.")
+    return booking
+
+
+async def cancellation_terms(
+    session: AsyncSession, settings: Settings, actor: Actor, booking_id: uuid.UUID, *, now: datetime
+) -> Cancellation:
+    """What cancelling the caller's booking now would refund, and how it would be worded, changing nothing.
+
+    For a page that states the terms before the person confirms: the same rule `cancel` applies.
+    """
+    booking = await _cancellable(session, actor, booking_id)
+    return _cancellation(settings, booking, by_therapist=booking.therapist_id == actor.user_id, now=now)
+
+
 async def cancel(
     session: AsyncSession,
     settings: Settings,
@@ -369,31 +410,17 @@ async def cancel(
     now: datetime,
 ) -> Booking:
     """Cancel by the client or the therapist following the policy above; both are told."""
-    booking = await booking_of(session, actor.user_id, booking_id)
-    if not booking.active:
-        raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be cancelled.")
+    booking = await _cancellable(session, actor, booking_id)
     by_therapist = booking.therapist_id == actor.user_id
-    paid = booking.status == BookingStatus.CONFIRMED
-    early = booking.starts_at - now >= timedelta(hours=settings.BOOKING_FREE_CANCELLATION_HOURS)
-    refund = booking.price_kes if paid and (by_therapist or early) else 0
+    outcome = _cancellation(settings, booking, by_therapist=by_therapist, now=now)
     booking.status = BookingStatus.CANCELLED
     booking.cancelled_at = now
     booking.cancelled_by = actor.user_id
     booking.cancel_reason = reason
-    booking.refund_due_kes = refund
+    booking.refund_due_kes = outcome.refund_kes
     booking.hold_expires_at = None
     booking.updated_at = now
     await repository.replace_reminders(session, booking.id, [])
-    refund_note = (
-        f"KES {refund:,} will be refunded to the M-Pesa number that paid."
-        if refund
-        else (
-            "No payment was taken."
-            if not paid
-            else "As the cancellation came less than "
-            f"{settings.BOOKING_FREE_CANCELLATION_HOURS} hours before the session, the fee is not refunded."
-        )
-    )
     await _tell_both(
         session,
         settings,
@@ -401,7 +428,7 @@ async def cancel(
         "booking_cancelled",
         now=now,
         cancelled_by="the therapist" if by_therapist else "the client",
-        refund_note=refund_note,
+        refund_note=outcome.note,
     )
     await record(
         session,
@@ -410,7 +437,11 @@ async def cancel(
         now=now,
         target_type="booking",
         target_id=str(booking.id),
-        details={"by": "therapist" if by_therapist else "client", "refund_due_kes": refund},
+        details={
+            "by": "therapist" if by_therapist else "client",
+            "paid_kes": outcome.paid_kes,
+            "refund_due_kes": outcome.refund_kes,
+        },
     )
     return booking
 
