@@ -282,6 +282,28 @@ async def test_bookings_are_private_to_their_client_and_therapist(app: FastAPI) 
     assert held["id"] in [b["id"] for b in (await person.http.get(f"{API}/bookings")).json()]
 
 
+async def test_each_party_sees_the_others_name(app: FastAPI) -> None:
+    therapist = await therapist_user(app, full_name="Dr Achieng Odhiambo")
+    person = await client_person(app, full_name="Baraka Mwangi")
+    therapist_http = await sign_in(app, await _user(app, therapist.id))
+    names = {"therapist_name": "Dr Achieng Odhiambo", "client_name": "Baraka Mwangi"}
+
+    def named(booking: dict[str, object]) -> dict[str, object]:
+        return {key: booking[key] for key in names}
+
+    held = (await book(person, therapist.id, MONDAY_9_EAT)).json()
+    assert named(held) == names
+    for viewer in (person, therapist_http):
+        assert named((await viewer.http.get(f"{API}/bookings/{held['id']}")).json()) == names
+        [listed] = (await viewer.http.get(f"{API}/bookings")).json()
+        assert named(listed) == names
+    cancelled = (await therapist_http.post(f"{API}/bookings/{held['id']}/cancel", json={})).json()
+    assert named(cancelled) == names
+    schema = (await person.http.get(f"{API}/openapi.json")).json()["components"]["schemas"]["BookingOut"]
+    assert {"therapist_name", "client_name"} <= set(schema["required"])
+    assert all(schema["properties"][key]["description"] for key in names)
+
+
 async def _user(app: FastAPI, user_id: uuid.UUID):  # type: ignore[no-untyped-def]
     from smilingsteps.accounts.models import User
 

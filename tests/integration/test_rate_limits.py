@@ -59,6 +59,8 @@ EXPECTED_CLASSES: dict[str, str] = {
     "GET /api/v1/admin/users/{user_id}": "admin",
     "PATCH /api/v1/admin/users/{user_id}": "admin",
     "GET /api/v1/admin/audit-log": "admin",
+    "GET /api/v1/admin/therapists/{user_id}": "admin",
+    "GET /api/v1/admin/bookings": "admin",
     "GET /api/v1/therapists": "api",
     "GET /api/v1/therapists/me": "api",
     "PUT /api/v1/therapists/me": "api",

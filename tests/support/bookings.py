@@ -8,6 +8,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 import httpx
+import pyotp
 from fastapi import FastAPI
 
 from smilingsteps.accounts.models import Role, TherapistStatus, User
@@ -75,11 +76,33 @@ async def make_user(
     return user
 
 
-async def sign_in(app: FastAPI, user: User) -> Person:
+def _browser(app: FastAPI) -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app, client=(f"10.1.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}", 1))
-    http = httpx.AsyncClient(transport=transport, base_url="http://testserver", headers={"Origin": ORIGIN})
+    return httpx.AsyncClient(transport=transport, base_url="http://testserver", headers={"Origin": ORIGIN})
+
+
+async def sign_in(app: FastAPI, user: User) -> Person:
+    http = _browser(app)
     response = await http.post("/api/v1/auth/login", json={"email": user.email, "password": PASSWORD})
     assert response.status_code == 200, response.text
+    return Person(user.id, user.email, http)
+
+
+async def admin_person(app: FastAPI) -> Person:
+    """An administrator with TOTP on, signed in with both steps (the admin API refuses a session without MFA)."""
+    user = await make_user(app, role=Role.ADMIN, full_name="Grace Admin")
+    secret = pyotp.random_base32()
+    async with runtime(app).db.session() as session:
+        stored = await session.get(User, user.id)
+        assert stored is not None
+        stored.mfa_secret = auth_kit(app).encryptor.encrypt(secret)
+        stored.mfa_enabled_at = runtime(app).now()
+    http = _browser(app)
+    first = await http.post("/api/v1/auth/login", json={"email": user.email, "password": PASSWORD})
+    assert first.json()["mfa_required"] is True, first.text
+    code = pyotp.TOTP(secret).at(runtime(app).now())
+    second = await http.post("/api/v1/auth/login/mfa", json={"mfa_token": first.json()["mfa_token"], "code": code})
+    assert second.status_code == 200, second.text
     return Person(user.id, user.email, http)
 
 

@@ -1,4 +1,7 @@
-"""Admin HTTP: user management and the audit log. Every route needs an MFA-signed-in administrator."""
+"""Admin HTTP: user management, therapist review, every booking and the audit log.
+
+Every route needs an MFA-signed-in administrator.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,17 @@ from smilingsteps.accounts.auth import AdminUser, AuthKitDep
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus
 from smilingsteps.accounts.schemas import UserOut
 from smilingsteps.admin import service
-from smilingsteps.admin.schemas import UserPage, UserUpdateIn
+from smilingsteps.admin.schemas import TherapistApplicationOut, UserPage, UserUpdateIn
 from smilingsteps.audit import service as audit
 from smilingsteps.audit.schemas import AuditLogPage, AuditLogQuery
+from smilingsteps.bookings import listing as bookings
+from smilingsteps.bookings.models import BookingStatus
+from smilingsteps.bookings.schemas import BookingOut, BookingPage
 from smilingsteps.platform.dependencies import Client, DbSession, Now
 from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.routing import ApiRoute
+from smilingsteps.platform.schemas import UtcDatetime
 
 ADMIN = rate_limited("admin")
 MAX_PAGE = 100
@@ -83,6 +90,43 @@ def build_router() -> APIRouter:
                 client=client,
             )
         return UserOut.of(user)
+
+    @router.get("/therapists/{user_id}", openapi_extra=ADMIN)
+    async def therapist_application(
+        *, user_id: uuid.UUID, admin: AdminUser, session: DbSession
+    ) -> TherapistApplicationOut:
+        """A therapist's account, full profile (licence number included) and last review, whatever its status."""
+        return TherapistApplicationOut.of(await service.therapist_application(session, user_id))
+
+    @router.get("/bookings", openapi_extra=ADMIN)
+    async def list_bookings(
+        *,
+        admin: AdminUser,
+        session: DbSession,
+        status: BookingStatus | None = None,
+        therapist_id: uuid.UUID | None = None,
+        client_id: uuid.UUID | None = None,
+        starts_from: Annotated[
+            UtcDatetime | None, Query(alias="from", description="sessions starting at or after this moment")
+        ] = None,
+        to: Annotated[
+            UtcDatetime | None, Query(description="sessions starting before this moment; must be later than from")
+        ] = None,
+        cursor: Annotated[str | None, Query(max_length=60, pattern=bookings.CURSOR_PATTERN)] = None,
+        limit: Annotated[int, Query(ge=1, le=bookings.MAX_PAGE)] = bookings.DEFAULT_PAGE,
+    ) -> BookingPage:
+        """Every booking matching all the given filters, latest start first, with both parties' names."""
+        found, next_cursor = await bookings.search(
+            session,
+            status=status,
+            therapist_id=therapist_id,
+            client_id=client_id,
+            starts_from=starts_from,
+            starts_before=to,
+            cursor=cursor,
+            limit=limit,
+        )
+        return BookingPage(items=[BookingOut.of(b) for b in found], next_cursor=next_cursor)
 
     @router.get("/audit-log", openapi_extra=ADMIN)
     async def audit_log(

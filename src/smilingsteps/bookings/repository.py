@@ -293,6 +293,39 @@ async def bookings_of(
     return rows.scalars().all()
 
 
+async def search(
+    session: AsyncSession,
+    *,
+    status: BookingStatus | None,
+    therapist_id: uuid.UUID | None,
+    client_id: uuid.UUID | None,
+    starts_from: datetime | None,
+    starts_before: datetime | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> Sequence[Booking]:
+    """Any bookings matching every given filter, for administrators: by start then id, both descending,
+    after the (starts_at, id) position of the previous page."""
+    statement = select(Booking)
+    if status is not None:
+        statement = statement.where(Booking.status == status)
+    if therapist_id is not None:
+        statement = statement.where(Booking.therapist_id == therapist_id)
+    if client_id is not None:
+        statement = statement.where(Booking.client_id == client_id)
+    if starts_from is not None:
+        statement = statement.where(Booking.starts_at >= starts_from)
+    if starts_before is not None:
+        statement = statement.where(Booking.starts_at < starts_before)
+    if after is not None:
+        start, last_id = after
+        statement = statement.where(
+            or_(Booking.starts_at < start, and_(Booking.starts_at == start, Booking.id < last_id))
+        )
+    rows = await session.execute(statement.order_by(Booking.starts_at.desc(), Booking.id.desc()).limit(limit))
+    return rows.scalars().all()
+
+
 async def replace_reminders(session: AsyncSession, booking_id: uuid.UUID, reminders: Sequence[BookingReminder]) -> None:
     """Unsent reminders go; the new ones (possibly none) take their place."""
     await session.execute(

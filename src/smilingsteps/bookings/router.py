@@ -11,10 +11,11 @@ from typing import Annotated
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Query, status
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.auth import AdminUser, CurrentUser, Principal, VerifiedUser
-from smilingsteps.bookings import service
-from smilingsteps.bookings.models import BookingStatus
+from smilingsteps.bookings import listing, service
+from smilingsteps.bookings.models import Booking, BookingStatus
 from smilingsteps.bookings.schemas import BookingIn, BookingOut, CancelIn, NoteIn, NoteOut, OutcomeIn, RescheduleIn
 from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
@@ -32,6 +33,11 @@ ADMIN = rate_limited("admin")
 
 def _actor(user: Principal, client: ClientInfo) -> service.Actor:
     return service.Actor(user_id=user.user_id, role=user.role, audit=client.audit(user.user_id))
+
+
+async def _answer(session: AsyncSession, booking: Booking) -> BookingOut:
+    """A changed booking as the answer, with both parties' names."""
+    return BookingOut.of((await listing.named(session, [booking]))[0])
 
 
 def _finding_routes(router: APIRouter) -> None:
@@ -95,7 +101,7 @@ def build_router() -> APIRouter:
     async def create(
         *, body: BookingIn, user: VerifiedUser, session: DbSession, settings: SettingsDep, now: Now, client: Client
     ) -> BookingOut:
-        booking = await service.create_hold(
+        held = await service.create_hold(
             session,
             settings,
             _actor(user, client),
@@ -104,7 +110,7 @@ def build_router() -> APIRouter:
             client_timezone=body.timezone,
             now=now,
         )
-        return BookingOut.model_validate(booking)
+        return BookingOut.of(held)
 
     @router.get("/bookings")
     async def list_mine(
@@ -115,12 +121,12 @@ def build_router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=100)] = 50,
         offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     ) -> list[BookingOut]:
-        found = await service.bookings_of(session, user.user_id, status=status_, limit=limit, offset=offset)
-        return [BookingOut.model_validate(b) for b in found]
+        found = await listing.mine(session, user.user_id, status=status_, limit=limit, offset=offset)
+        return [BookingOut.of(b) for b in found]
 
     @router.get("/bookings/{booking_id}")
     async def get_one(*, booking_id: uuid.UUID, user: CurrentUser, session: DbSession) -> BookingOut:
-        return BookingOut.model_validate(await service.booking_of(session, user.user_id, booking_id))
+        return BookingOut.of(await listing.one(session, user.user_id, booking_id))
 
     @router.post("/bookings/{booking_id}/cancel", responses=problems(409))
     async def cancel(
@@ -134,7 +140,7 @@ def build_router() -> APIRouter:
         client: Client,
     ) -> BookingOut:
         booking = await service.cancel(session, settings, _actor(user, client), booking_id, reason=body.reason, now=now)
-        return BookingOut.model_validate(booking)
+        return await _answer(session, booking)
 
     @router.post("/bookings/{booking_id}/reschedule", responses=problems(409))
     async def reschedule(
@@ -148,14 +154,14 @@ def build_router() -> APIRouter:
         client: Client,
     ) -> BookingOut:
         booking = await service.reschedule(session, settings, _actor(user, client), booking_id, body.starts_at, now=now)
-        return BookingOut.model_validate(booking)
+        return await _answer(session, booking)
 
     @router.post("/bookings/{booking_id}/outcome", responses=problems(409))
     async def outcome(
         *, booking_id: uuid.UUID, body: OutcomeIn, user: CurrentUser, session: DbSession, now: Now, client: Client
     ) -> BookingOut:
         booking = await service.record_outcome(session, _actor(user, client), booking_id, body.outcome, now=now)
-        return BookingOut.model_validate(booking)
+        return await _answer(session, booking)
 
     @router.put("/bookings/{booking_id}/notes", status_code=status.HTTP_204_NO_CONTENT)
     async def write_note(
@@ -189,6 +195,6 @@ def build_router() -> APIRouter:
     ) -> BookingOut:
         """Confirm without payment (support cases, tests); the payment flow confirms on its own."""
         booking = await service.confirm(session, settings, booking_id, now=now, audit=client.audit(admin.user_id))
-        return BookingOut.model_validate(booking)
+        return await _answer(session, booking)
 
     return router

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from pydantic import Field
 
-from smilingsteps.bookings.models import OUTCOMES, BookingStatus
+from smilingsteps.bookings.models import OUTCOMES, Booking, BookingStatus
 from smilingsteps.platform.schemas import Multiline, OneOf, RequestModel, ResponseModel, TimeZoneName, UtcDatetime
 
 
@@ -39,10 +40,21 @@ class NoteOut(ResponseModel):
     updated_at: datetime | None
 
 
+@dataclass(frozen=True)
+class BookingView:
+    """A booking with both parties' display names, as the service returns it for an answer."""
+
+    booking: Booking
+    therapist_name: str
+    client_name: str
+
+
 class BookingOut(ResponseModel):
     id: uuid.UUID
     therapist_id: uuid.UUID
     client_id: uuid.UUID
+    therapist_name: str = Field(description="the therapist's display name: who the client meets")
+    client_name: str = Field(description="the client's display name: who the therapist meets")
     starts_at: datetime
     ends_at: datetime
     status: BookingStatus
@@ -60,3 +72,14 @@ class BookingOut(ResponseModel):
     reschedule_count: int
     cancelled_at: datetime | None
     created_at: datetime
+
+    @classmethod
+    def of(cls, view: BookingView) -> BookingOut:
+        names = {"therapist_name": view.therapist_name, "client_name": view.client_name}
+        columns = {name: getattr(view.booking, name) for name in cls.model_fields if name not in names}
+        return cls.model_validate({**columns, **names})
+
+
+class BookingPage(ResponseModel):
+    items: list[BookingOut]
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null on the last")

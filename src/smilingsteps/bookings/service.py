@@ -29,6 +29,7 @@ from smilingsteps.bookings import repository
 from smilingsteps.bookings.errors import BookingStateError, ClientOverlapError, SlotNotBookableError, SlotTakenError
 from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus, ReminderKind, SessionNote
 from smilingsteps.bookings.policy import Cancellation, cancellation
+from smilingsteps.bookings.schemas import BookingView
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link, queue_email
 from smilingsteps.platform.crypto import Encryptor
@@ -229,8 +230,11 @@ async def create_hold(
     *,
     client_timezone: str,
     now: datetime,
-) -> Booking:
-    """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot."""
+) -> BookingView:
+    """Hold a free slot for BOOKING_HOLD_MINUTES; 409 when it was just taken, 422 when it is not a slot.
+
+    The answer carries both names, read with the therapist's terms: the hot path reads no account again.
+    """
     if actor.role is not Role.CLIENT:
         raise ForbiddenError("Only client accounts book sessions.")
     schedule, client = await _schedule_taking_turn(session, settings, therapist_id, actor.user_id)
@@ -268,7 +272,7 @@ async def create_hold(
         },
         now=now,
     )
-    return booking
+    return BookingView(booking, therapist_name=schedule.therapist.full_name, client_name=client.full_name)
 
 
 async def _flush_or_conflict(session: AsyncSession) -> None:
@@ -301,12 +305,6 @@ async def booking_of(session: AsyncSession, user_id: uuid.UUID, booking_id: uuid
     if booking is None:
         raise NotFoundError("No such booking.")
     return booking
-
-
-async def bookings_of(
-    session: AsyncSession, user_id: uuid.UUID, *, status: BookingStatus | None, limit: int, offset: int
-) -> list[Booking]:
-    return list(await repository.bookings_of(session, user_id, status=status, limit=limit, offset=offset))
 
 
 # ---- confirmation and reminders -------------------------------------------------------------------

@@ -80,6 +80,11 @@ async def own_profile(session: AsyncSession, user_id: uuid.UUID) -> Therapist:
     return found
 
 
+async def profile_for_review(session: AsyncSession, user_id: uuid.UUID) -> Therapist | None:
+    """A therapist's profile whatever the account's review status (for administrators); None before one is written."""
+    return await repository.own_profile(session, user_id)
+
+
 async def set_availability(session: AsyncSession, user_id: uuid.UUID, data: AvailabilityIn) -> None:
     """Replace the caller's weekly rules and dated exceptions (times local to the profile's zone)."""
     if await session.get(TherapistProfile, user_id) is None:
