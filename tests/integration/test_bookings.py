@@ -349,7 +349,7 @@ async def test_a_confirmed_booking_never_paid_promises_no_refund(app: FastAPI) -
         terms = await service.cancellation_terms(
             session, runtime(app).settings, actor, uuid.UUID(ids[0]), now=runtime(app).now()
         )
-    assert (terms.paid_kes, terms.refund_kes, terms.note) == (0, 0, "")
+    assert (terms.paid_kes, terms.refund_kes, terms.note()) == (0, 0, "")
 
     cancelled = (await early.post(f"{API}/bookings/{ids[0]}/cancel", json={"reason": "exam"})).json()
     by_them = (await therapist_http.post(f"{API}/bookings/{ids[1]}/cancel", json={})).json()
@@ -379,7 +379,9 @@ async def test_cancellation_refunds_only_what_was_paid(
     unpaid_id = (await book(unpaid, therapist.id, utc(2027, 1, 18, 9))).json()["id"]
     refund = (await early.post(f"{API}/bookings/{ids[0]}/cancel", json={"reason": "exam"})).json()
     assert (refund["status"], refund["refund_due_kes"]) == ("cancelled", 2500)
-    assert "KES 2,500 will be refunded to the M-Pesa number that paid." in await _cancellation_email(app, early.email)
+    assert "Ksh\u00a02,500 will be refunded to the M-Pesa number that paid." in await _cancellation_email(
+        app, early.email
+    )
     monkeypatch.setattr(service, "paid_kes", lambda booking: 0)  # a hold: nothing taken yet
     unpaid_cancel = (await unpaid.post(f"{API}/bookings/{unpaid_id}/cancel", json={})).json()
     assert unpaid_cancel["refund_due_kes"] == 0

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from smilingsteps.bookings.policy import Cancellation, cancellation
+from smilingsteps.platform.i18n import Language
 
 FREE_HOURS = 24
 EARLY, EXACTLY, LATE = (
@@ -20,7 +21,8 @@ EARLY, EXACTLY, LATE = (
 @pytest.mark.parametrize("notice", [EARLY, EXACTLY, LATE, -timedelta(hours=1)])
 def test_nothing_paid_refunds_nothing_and_says_nothing_about_money(by_therapist: bool, notice: timedelta) -> None:
     outcome = cancellation(paid_kes=0, by_therapist=by_therapist, notice=notice, free_hours=FREE_HOURS)
-    assert outcome == Cancellation(paid_kes=0, refund_kes=0, note="")
+    assert outcome == Cancellation(paid_kes=0, refund_kes=0, free_hours=FREE_HOURS)
+    assert outcome.note() == outcome.note(Language.KISWAHILI) == ""
 
 
 @pytest.mark.parametrize(("notice", "refund"), [(EARLY, 2500), (EXACTLY, 2500), (LATE, 0)])
@@ -41,9 +43,12 @@ def test_the_refund_is_what_was_paid_not_the_price() -> None:
 
 def test_the_wording_follows_the_money() -> None:
     refunded = cancellation(paid_kes=12500, by_therapist=False, notice=EARLY, free_hours=FREE_HOURS)
-    assert refunded.note == "KES 12,500 will be refunded to the M-Pesa number that paid."
+    assert refunded.note() == "Ksh\u00a012,500 will be refunded to the M-Pesa number that paid."
+    assert "12,500" in refunded.note(Language.KISWAHILI) and "M-Pesa" in refunded.note(Language.KISWAHILI)
+    assert refunded.note(Language.KISWAHILI) != refunded.note()
     kept = cancellation(paid_kes=2500, by_therapist=False, notice=LATE, free_hours=FREE_HOURS)
-    assert kept.note == "As the cancellation came less than 24 hours before the session, the fee is not refunded."
+    assert kept.note() == "As the cancellation came less than 24 hours before the session, the fee is not refunded."
+    assert "24" in kept.note(Language.KISWAHILI) and kept.note(Language.KISWAHILI) != kept.note()
 
 
 def test_a_negative_payment_is_a_bug() -> None:

@@ -13,6 +13,7 @@ from jinja2 import meta
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link
 from smilingsteps.notifications.templates import TEMPLATE_CONTEXT, EmailTemplateError, environment, render_email
+from smilingsteps.platform.i18n import Language
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "src" / "smilingsteps" / "notifications" / "templates"
 HOSTILE = "<script>alert('x')</script> & \"Co\""
@@ -144,3 +145,12 @@ def test_public_links_start_at_the_public_base_url_and_encode_the_query() -> Non
     for bad in ("verify", "//evil.example/x", "https://evil.example"):
         with pytest.raises(ValueError, match="path"):
             public_link(settings, bad)
+
+
+def test_emails_are_written_in_the_recipients_language() -> None:
+    english = render_email("booking_reminder", SAMPLES["booking_reminder"])
+    swahili = render_email("booking_reminder", SAMPLES["booking_reminder"], Language.KISWAHILI)
+    assert swahili.subject != english.subject and swahili.text != english.text
+    assert '<html lang="sw">' in swahili.html and '<html lang="en">' in english.html
+    for value in SAMPLES["booking_reminder"].values():
+        assert str(value) in swahili.text  # the facts are the same; only the words change

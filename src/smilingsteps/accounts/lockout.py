@@ -22,6 +22,7 @@ from smilingsteps.accounts.models import LoginThrottle, User
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
+from smilingsteps.platform import i18n
 from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.crypto import token_hash
 from smilingsteps.platform.db import Database
@@ -123,10 +124,11 @@ async def record_login_failure(
                 await queue_email(
                     session,
                     to=user.email,
+                    language=user.language,
                     template="account_locked",
                     context={
                         "full_name": user.full_name,
-                        "locked_until": locked_until.strftime("%Y-%m-%d %H:%M UTC"),
+                        "locked_until": i18n.when(locked_until, user.timezone, user.language),
                         "reset_link": public_link(kit.settings, "/reset-password"),
                     },
                     now=now,

@@ -178,6 +178,7 @@ async def _mfa_changed(session: AsyncSession, user: User, *, enabled: bool, now:
     await queue_email(
         session,
         to=user.email,
+        language=user.language,
         template="mfa_changed",
         context={"full_name": user.full_name, "enabled": enabled},
         now=now,

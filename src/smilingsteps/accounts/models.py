@@ -10,6 +10,7 @@ from enum import StrEnum
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
+from smilingsteps.platform.i18n import DEFAULT_LANGUAGE, Language
 from smilingsteps.platform.models import Base, EnumText, UtcDateTime, new_id, one_of
 
 
@@ -46,6 +47,8 @@ class User(Base):
     full_name: Mapped[str] = mapped_column(String(120))
     phone: Mapped[str] = mapped_column(String(12))
     timezone: Mapped[str] = mapped_column(String(64))
+    # The language of the pages and emails this person gets.
+    language: Mapped[Language] = mapped_column(EnumText(Language, 8), default=DEFAULT_LANGUAGE)
     role: Mapped[Role] = mapped_column(EnumText(Role, 16))
     status: Mapped[AccountStatus] = mapped_column(EnumText(AccountStatus, 16), default=AccountStatus.ACTIVE)
     therapist_status: Mapped[TherapistStatus | None] = mapped_column(EnumText(TherapistStatus, 16), default=None)
@@ -64,6 +67,7 @@ class User(Base):
         one_of("role", Role, name="role_known"),
         one_of("status", AccountStatus, name="status_known"),
         one_of("therapist_status", TherapistStatus, name="therapist_status_known"),
+        one_of("language", Language, name="language_known"),
     )
 
     @property

@@ -40,8 +40,10 @@ async def user_by_id(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 
 async def contacts(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Contact]:
-    rows = await session.execute(select(User.id, User.email, User.full_name).where(User.id.in_(user_ids)))
-    return {row.id: Contact(email=row.email, full_name=row.full_name) for row in rows}
+    rows = await session.execute(
+        select(User.id, User.email, User.full_name, User.language).where(User.id.in_(user_ids))
+    )
+    return {row.id: Contact(email=row.email, full_name=row.full_name, language=row.language) for row in rows}
 
 
 async def existing_user(session: AsyncSession, user_id: uuid.UUID) -> User:

@@ -20,6 +20,7 @@ from smilingsteps.accounts.auth import (
 from smilingsteps.accounts.errors import CsrfError, InvalidRefreshTokenError
 from smilingsteps.accounts.models import AuthSession, Role
 from smilingsteps.accounts.schemas import (
+    AccountUpdateIn,
     LoginIn,
     LoginOut,
     MfaDisableIn,
@@ -375,3 +376,9 @@ def _account_routes(router: APIRouter) -> None:
     @router.get("/users/me")
     async def me(user: CurrentUser, session: DbSession) -> UserOut:
         return UserOut.of(await service.get_user(session, user.user_id))
+
+    @router.patch("/users/me")
+    async def update_me(
+        body: AccountUpdateIn, user: CurrentUser, session: DbSession, now: Now, client: Client
+    ) -> UserOut:
+        return UserOut.of(await service.update_account(session, user.user_id, body, now=now, client=client))

@@ -13,6 +13,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 from smilingsteps.accounts.models import AccountStatus, Role, TherapistStatus, User
 from smilingsteps.accounts.passwords import MAX_LENGTH, MIN_LENGTH
+from smilingsteps.platform.i18n import DEFAULT_LANGUAGE, Language
 from smilingsteps.platform.schemas import OneOf, RequestModel, ResponseModel, TimeZoneName
 
 _PHONE_SEPARATORS = re.compile(r"[\s\-().]")
@@ -58,6 +59,7 @@ class Contact:
 
     email: str
     full_name: str
+    language: Language = DEFAULT_LANGUAGE  # what their emails are written in
 
 
 Email = Annotated[str, Field(max_length=254, json_schema_extra={"format": "email"}), AfterValidator(normalise_email)]
@@ -89,6 +91,16 @@ class RegisterIn(RequestModel):
     phone: Phone
     timezone: TimeZoneName = "Africa/Nairobi"
     role: Annotated[Role, OneOf(Role.CLIENT, Role.THERAPIST)] = Role.CLIENT
+    language: Language = DEFAULT_LANGUAGE
+
+
+class AccountUpdateIn(RequestModel):
+    """The account's own settings; fields left out keep their value."""
+
+    full_name: FullName | None = None
+    phone: Phone | None = None
+    timezone: TimeZoneName | None = None
+    language: Language | None = None
 
 
 class LoginIn(RequestModel):
@@ -146,6 +158,7 @@ class UserOut(ResponseModel):
     full_name: str
     phone: str
     timezone: str
+    language: Language
     role: Role
     status: AccountStatus
     therapist_status: TherapistStatus | None
@@ -161,6 +174,7 @@ class UserOut(ResponseModel):
             full_name=user.full_name,
             phone=user.phone,
             timezone=user.timezone,
+            language=user.language,
             role=user.role,
             status=user.status,
             therapist_status=user.therapist_status,

@@ -28,7 +28,7 @@ from smilingsteps.accounts.models import (
     User,
 )
 from smilingsteps.accounts.passwords import password_problem
-from smilingsteps.accounts.schemas import Contact, RegisterIn, lookup_email
+from smilingsteps.accounts.schemas import AccountUpdateIn, Contact, RegisterIn, lookup_email
 from smilingsteps.accounts.security import AuthKit
 from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
@@ -61,6 +61,7 @@ async def register(session: AsyncSession, kit: AuthKit, data: RegisterIn, *, now
         full_name=data.full_name,
         phone=data.phone,
         timezone=data.timezone,
+        language=data.language,
         role=data.role,
         status=AccountStatus.ACTIVE,
         therapist_status=TherapistStatus.PENDING if data.role == Role.THERAPIST else None,
@@ -109,6 +110,7 @@ async def register_quietly(
     await queue_email(
         session,
         to=existing.email,
+        language=existing.language,
         template="registration_attempt",
         context={
             "full_name": existing.full_name,
@@ -150,6 +152,7 @@ async def _send_verification(session: AsyncSession, kit: AuthKit, user: User, *,
     await queue_email(
         session,
         to=user.email,
+        language=user.language,
         template="verify_email",
         context={
             "full_name": user.full_name,
@@ -228,7 +231,12 @@ async def _set_password(session: AsyncSession, kit: AuthKit, user: User, passwor
     user.password_changed_at = now
     user.updated_at = now
     await queue_email(
-        session, to=user.email, template="password_changed", context={"full_name": user.full_name}, now=now
+        session,
+        to=user.email,
+        language=user.language,
+        template="password_changed",
+        context={"full_name": user.full_name},
+        now=now,
     )
 
 
@@ -252,6 +260,7 @@ async def request_password_reset(
     await queue_email(
         session,
         to=user.email,
+        language=user.language,
         template="password_reset",
         context={
             "full_name": user.full_name,
@@ -369,6 +378,32 @@ async def contacts(session: AsyncSession, *user_ids: uuid.UUID) -> list[Contact]
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
     return await repository.existing_user(session, user_id)
+
+
+async def find_user(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await repository.user_by_id(session, user_id)
+
+
+async def update_account(
+    session: AsyncSession, user_id: uuid.UUID, data: AccountUpdateIn, *, now: datetime, client: ClientInfo
+) -> User:
+    """Change the account's own name, phone, time zone or language; audited with the fields' names only."""
+    user = await repository.existing_user(session, user_id)
+    changed = sorted(name for name in data.model_fields_set if getattr(data, name) is not None)
+    for name in changed:
+        setattr(user, name, getattr(data, name))
+    if changed:
+        user.updated_at = now
+        await record(
+            session,
+            action="account.updated",
+            context=client.audit(user.id),
+            now=now,
+            target_type="user",
+            target_id=str(user.id),
+            details={"fields": changed},
+        )
+    return user
 
 
 async def search_users(

@@ -24,11 +24,13 @@ from smilingsteps.audit.service import record
 from smilingsteps.notifications.service import public_link, queue_email
 from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.errors import ForbiddenError, NotFoundError
+from smilingsteps.platform.i18n import N_, gettext_in
 from smilingsteps.therapists import service as therapists
 
 # The audit actions of a review decision, and the prefix they share (the audit log's filter for both).
 APPROVED_ACTION, REJECTED_ACTION = "admin.therapist.approved", "admin.therapist.rejected"
 REVIEW_ACTIONS = "admin.therapist."
+NO_REASON = N_("Your application did not meet our requirements.")
 
 
 async def set_account_status(
@@ -77,13 +79,14 @@ async def review_therapist(
         return user
     approved = decision is TherapistStatus.APPROVED
     email_context: dict[str, Any] = (
-        {"full_name": user.full_name, "link": public_link(kit.settings, "/therapist")}
+        {"full_name": user.full_name, "link": public_link(kit.settings, "/practice/availability")}
         if approved
-        else {"full_name": user.full_name, "reason": reason or "Your application did not meet our requirements."}
+        else {"full_name": user.full_name, "reason": reason or gettext_in(user.language)(NO_REASON)}
     )
     await queue_email(
         session,
         to=user.email,
+        language=user.language,
         template="therapist_approved" if approved else "therapist_rejected",
         context=email_context,
         now=now,

@@ -17,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from smilingsteps.platform.i18n import DEFAULT_LANGUAGE, N_, Language, gettext_in, kes
+
+REFUNDED = N_("%(amount)s will be refunded to the M-Pesa number that paid.")
+NOT_REFUNDED = N_("As the cancellation came less than %(hours)s hours before the session, the fee is not refunded.")
+
 
 @dataclass(frozen=True)
 class Cancellation:
@@ -24,7 +29,16 @@ class Cancellation:
 
     paid_kes: int
     refund_kes: int
-    note: str  # empty when nothing was paid
+    free_hours: int
+
+    def note(self, language: Language = DEFAULT_LANGUAGE) -> str:
+        """The cancellation email's last sentence in `language`; empty when nothing was paid."""
+        if not self.paid_kes:
+            return ""
+        gettext = gettext_in(language)
+        if self.refund_kes:
+            return gettext(REFUNDED) % {"amount": kes(self.refund_kes, language)}
+        return gettext(NOT_REFUNDED) % {"hours": self.free_hours}
 
 
 def cancellation(*, paid_kes: int, by_therapist: bool, notice: timedelta, free_hours: int) -> Cancellation:
@@ -33,12 +47,4 @@ def cancellation(*, paid_kes: int, by_therapist: bool, notice: timedelta, free_h
         raise ValueError("paid_kes must not be negative")
     refunded = by_therapist or notice >= timedelta(hours=free_hours)
     refund = paid_kes if refunded else 0
-    return Cancellation(paid_kes=paid_kes, refund_kes=refund, note=_note(paid_kes, refund, free_hours))
-
-
-def _note(paid_kes: int, refund_kes: int, free_hours: int) -> str:
-    if not paid_kes:
-        return ""
-    if refund_kes:
-        return f"KES {refund_kes:,} will be refunded to the M-Pesa number that paid."
-    return f"As the cancellation came less than {free_hours} hours before the session, the fee is not refunded."
+    return Cancellation(paid_kes=paid_kes, refund_kes=refund, free_hours=free_hours)

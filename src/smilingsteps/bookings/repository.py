@@ -31,6 +31,7 @@ from smilingsteps.accounts.models import User
 from smilingsteps.accounts.schemas import Contact
 from smilingsteps.bookings.models import ACTIVE_VALUES, Booking, BookingReminder, BookingStatus, SessionNote
 from smilingsteps.platform.db import advisory_xact_lock, execute_core, take_write_turn, takes_turns_by_advisory_lock
+from smilingsteps.platform.i18n import Language
 from smilingsteps.platform.models import UtcDateTime, table_of
 from smilingsteps.therapists.models import LISTED, TherapistProfile, bookable_columns
 from smilingsteps.therapists.schemas import Bookable
@@ -209,6 +210,7 @@ def _parties_statement(*, lock: bool) -> Select[Any]:
         *bookable_columns(),
         client.email.label("client_email"),
         client.full_name.label("client_name"),
+        client.language.label("client_language"),
     ]
     if lock:
         # Evaluated for the one row found, after the join: the therapist's turn starts here,
@@ -244,7 +246,14 @@ async def parties_taking_turn(session: AsyncSession, therapist_id: uuid.UUID, cl
     if row is None:
         return None
     values = row._mapping
-    return Parties(Bookable.from_row(values), Contact(email=values["client_email"], full_name=values["client_name"]))
+    return Parties(
+        Bookable.from_row(values),
+        Contact(
+            email=values["client_email"],
+            full_name=values["client_name"],
+            language=Language(values["client_language"]),
+        ),
+    )
 
 
 async def expire_stale_holds(

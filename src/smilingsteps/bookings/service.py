@@ -12,10 +12,9 @@ Cancellation policy (also in README; the money rules are pure, in `policy.py`):
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
 import structlog
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -32,8 +31,10 @@ from smilingsteps.bookings.policy import Cancellation, cancellation
 from smilingsteps.bookings.schemas import BookingView
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link, queue_email
+from smilingsteps.platform import i18n
 from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.errors import ForbiddenError, NotFoundError, ValidationFailedError
+from smilingsteps.platform.i18n import N_, Language, gettext_in
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.schemas import Bookable, Therapist
 from smilingsteps.therapists.slots import Busy, check_window, compute_slots, is_bookable
@@ -41,9 +42,12 @@ from smilingsteps.therapists.slots import Busy, check_window, compute_slots, is_
 log = structlog.get_logger("smilingsteps.bookings")
 DEADLOCK = "40P01"
 REMINDERS = (
-    (ReminderKind.DAY_BEFORE, timedelta(hours=24), "tomorrow"),
-    (ReminderKind.HOUR_BEFORE, timedelta(hours=1), "in one hour"),
+    (ReminderKind.DAY_BEFORE, timedelta(hours=24), N_("tomorrow")),
+    (ReminderKind.HOUR_BEFORE, timedelta(hours=1), N_("in one hour")),
 )
+CANCELLED_BY = {True: N_("the therapist"), False: N_("the client")}
+# What an email's context may hold per recipient: computed in their zone and language.
+PerReader = Callable[[str, Language], object]
 _PROBLEM_TEXT = {
     "past": "That time is in the past.",
     "too_soon": "Sessions must be booked further ahead (minimum notice).",
@@ -62,9 +66,14 @@ class Actor:
     audit: AuditContext
 
 
-def _when(moment: datetime, zone: str) -> str:
-    local = moment.astimezone(ZoneInfo(zone))
-    return f"{local:%A %-d %B %Y, %H:%M} ({zone})"
+def _words(message: str) -> PerReader:
+    """A marked message, translated for each reader."""
+    return lambda _zone, language: gettext_in(language)(message)
+
+
+def _moment(moment: datetime) -> PerReader:
+    """A moment in each reader's zone, written their way, the zone named."""
+    return lambda zone, language: i18n.when(moment, zone, language)
 
 
 async def _people(session: AsyncSession, booking: Booking) -> tuple[Contact, Contact]:
@@ -73,9 +82,9 @@ async def _people(session: AsyncSession, booking: Booking) -> tuple[Contact, Con
 
 
 async def _tell_both(
-    session: AsyncSession, settings: Settings, booking: Booking, template: str, *, now: datetime, **extra: object
+    session: AsyncSession, settings: Settings, booking: Booking, template: str, *, now: datetime, **extra: PerReader
 ) -> None:
-    """The same message to the client and the therapist, each in their own time zone."""
+    """The same message to the client and the therapist, each in their own time zone and language."""
     client, therapist = await _people(session, booking)
     link = public_link(settings, f"/bookings/{booking.id}")
     for person, other, zone in (
@@ -83,11 +92,13 @@ async def _tell_both(
         (therapist, client, booking.therapist_timezone),
     ):
         context: dict[str, object] = {"full_name": person.full_name, "other_name": other.full_name}
-        context["when"] = _when(booking.starts_at, zone)
-        context.update({k: (v(zone) if callable(v) else v) for k, v in extra.items()})
+        context["when"] = i18n.when(booking.starts_at, zone, person.language)
+        context.update({name: value(zone, person.language) for name, value in extra.items()})
         if template != "booking_cancelled":
             context["link"] = link
-        await queue_email(session, to=person.email, template=template, context=context, now=now)
+        await queue_email(
+            session, to=person.email, template=template, context=context, now=now, language=person.language
+        )
 
 
 # ---- free times: a therapist's slots, and who is free by a day -----------------------------
@@ -262,11 +273,12 @@ async def create_hold(
     await queue_email(
         session,
         to=client.email,
+        language=client.language,
         template="booking_received",
         context={
             "full_name": client.full_name,
             "other_name": schedule.therapist.full_name,
-            "when": _when(starts_at, client_timezone),
+            "when": i18n.when(starts_at, client_timezone, client.language),
             "hold_minutes": settings.BOOKING_HOLD_MINUTES,
             "link": public_link(settings, f"/bookings/{booking.id}"),
         },
@@ -350,7 +362,7 @@ async def send_due_reminders(session: AsyncSession, settings: Settings, *, now: 
         if booking.status != BookingStatus.CONFIRMED or booking.starts_at <= now:
             continue  # a stale reminder is spent, never sent
         lead = next(text for kind, _, text in REMINDERS if kind.value == reminder.kind)
-        await _tell_both(session, settings, booking, "booking_reminder", now=now, lead=lead)
+        await _tell_both(session, settings, booking, "booking_reminder", now=now, lead=_words(lead))
         sent += 1
     return sent
 
@@ -425,8 +437,8 @@ async def cancel(
         booking,
         "booking_cancelled",
         now=now,
-        cancelled_by="the therapist" if by_therapist else "the client",
-        refund_note=outcome.note,
+        cancelled_by=_words(CANCELLED_BY[by_therapist]),
+        refund_note=lambda _zone, language: outcome.note(language),
     )
     await record(
         session,
@@ -474,9 +486,7 @@ async def reschedule(
     # One UPDATE: if it loses a race the transaction rolls back, so the old time stays booked.
     await _flush_or_conflict(session)
     await repository.replace_reminders(session, booking.id, _reminders(booking, now))
-    await _tell_both(
-        session, settings, booking, "booking_rescheduled", now=now, previous_when=lambda zone: _when(previous, zone)
-    )
+    await _tell_both(session, settings, booking, "booking_rescheduled", now=now, previous_when=_moment(previous))
     await record(
         session,
         action="booking.rescheduled",

@@ -22,13 +22,21 @@ from smilingsteps.config import Settings
 from smilingsteps.notifications.models import OutboxStatus
 from smilingsteps.notifications.repository import OutboxRepository
 from smilingsteps.notifications.templates import render_email
+from smilingsteps.platform.i18n import DEFAULT_LANGUAGE, Language
 from smilingsteps.platform.models import new_id
 
 
 async def queue_email(
-    session: AsyncSession, *, to: str, template: str, context: Mapping[str, Any], now: datetime
+    session: AsyncSession,
+    *,
+    to: str,
+    template: str,
+    context: Mapping[str, Any],
+    now: datetime,
+    language: Language = DEFAULT_LANGUAGE,
 ) -> uuid.UUID:
-    """Render `template` with `context`, write the message in `session`'s transaction; its id.
+    """Render `template` with `context` in the recipient's `language`, write the message in `session`'s
+    transaction; its id.
 
     The row is inserted at once (one INSERT, not a unit-of-work flush), but the
     caller's transaction decides whether the message exists.
@@ -36,7 +44,7 @@ async def queue_email(
     (`EmailTemplateError` / `ValueError`): those are programming errors.
     """
     address = _checked_address(to)
-    rendered = render_email(template, context)
+    rendered = render_email(template, context, language)
     outbox_id = new_id()
     await OutboxRepository(session).insert(
         id=outbox_id,

@@ -17,6 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from smilingsteps.platform.i18n import DEFAULT_LANGUAGE, Language, translations
+
 APP_NAME = "Smiling Steps"
 
 # The context each template needs: the contract with the code that queues them.
@@ -52,30 +54,34 @@ class RenderedEmail:
     html: str
 
 
-@lru_cache(maxsize=1)
-def environment() -> Environment:
+@lru_cache(maxsize=len(Language))
+def environment(language: Language = DEFAULT_LANGUAGE) -> Environment:
+    """The templates in `language` (gettext from the shared catalogue)."""
     env = Environment(
         loader=PackageLoader("smilingsteps.notifications", "templates"),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
+        extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,
     )
     env.globals["app_name"] = APP_NAME
+    env.globals["lang"] = language.value
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
     return env
 
 
-def render_email(template: str, context: Mapping[str, Any]) -> RenderedEmail:
-    """Render all three parts of `template`; raise EmailTemplateError when it cannot."""
+def render_email(template: str, context: Mapping[str, Any], language: Language = DEFAULT_LANGUAGE) -> RenderedEmail:
+    """Render all three parts of `template` in `language`; raise EmailTemplateError when it cannot."""
     required = TEMPLATE_CONTEXT.get(template)
     if required is None:
         raise EmailTemplateError(f"unknown email template {template!r}")
     missing = sorted(required - context.keys())
     if missing:
         raise EmailTemplateError(f"email template {template!r} needs {', '.join(missing)}")
-    env = environment()
+    env = environment(language)
     values = dict(context)
     subject = env.get_template(f"{template}.subject.txt").render(values)
     return RenderedEmail(
