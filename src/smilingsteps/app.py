@@ -142,6 +142,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> FastAPI:
     health.install(app, operator=_operator_check(auth))
     metrics.install(app)
     app.include_router(build_api_router())
+    for pages in registry.page_routers():
+        app.include_router(pages)
     if settings.docs_enabled:
         docs.install(app, openapi_url=f"{API_PREFIX}/openapi.json", title="Smiling Steps API")
 

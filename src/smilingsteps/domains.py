@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import MetaData
 
-from smilingsteps import accounts, admin, audit, bookings, notifications, therapists
+from smilingsteps import accounts, admin, audit, bookings, notifications, therapists, web
 from smilingsteps.config import Settings
 from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.db import Database
@@ -27,6 +27,7 @@ DOMAINS: tuple[Domain, ...] = (
     therapists.DOMAIN,
     bookings.DOMAIN,
     admin.DOMAIN,
+    web.DOMAIN,
 )
 
 
@@ -39,6 +40,10 @@ def load_all_models() -> MetaData:
 
 def api_routers() -> list[APIRouter]:
     return [router for domain in DOMAINS if (router := domain.build_router()) is not None]
+
+
+def page_routers() -> list[APIRouter]:
+    return [router for domain in DOMAINS if (router := domain.build_pages()) is not None]
 
 
 def install_parts(runtime: Runtime) -> None:

@@ -50,6 +50,8 @@ class Domain:
     models: str | None = None
     # `module:function` returning its APIRouter, mounted under /api/v1.
     router: str | None = None
+    # `module:function` returning its browser pages' APIRouter, mounted at / and left out of the API document.
+    pages: str | None = None
     # `module:function` (settings, db, clock) returning its periodic jobs.
     jobs: str | None = None
     # `module:function` (runtime) installing its part of the runtime (state it keeps for the app's life).
@@ -61,6 +63,9 @@ class Domain:
 
     def build_router(self) -> APIRouter | None:
         return None if self.router is None else _resolve(self.router)()
+
+    def build_pages(self) -> APIRouter | None:
+        return None if self.pages is None else _resolve(self.pages)()
 
     def build_jobs(self, settings: Settings, db: Database, clock: Clock) -> Sequence[PeriodicJob]:
         return () if self.jobs is None else _resolve(self.jobs)(settings, db, clock)

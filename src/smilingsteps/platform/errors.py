@@ -169,8 +169,42 @@ def problem_body(error: AppError, *, request_id: str | None, instance: str | Non
     return body
 
 
+# Renders an error as an HTML page for a browser; the web domain installs one on the runtime
+# (`Runtime.error_page`). Looked up through the app, so the platform never imports a domain.
+ErrorPage = Callable[[AppError, Scope], Response]
+_NOT_PAGES = ("/api/", "/health", "/metrics", "/static/")
+
+
+def wants_html(scope: Scope) -> bool:
+    """A browser asking for a page: Accept names text/html, outside the API and the operator endpoints."""
+    path: str = scope.get("path", "")
+    if path.startswith(_NOT_PAGES) or path == "/api":
+        return False
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            return b"text/html" in value
+    return False
+
+
+def _error_page_of(scope: Scope) -> ErrorPage | None:
+    state = getattr(scope.get("app"), "state", None)
+    page = getattr(getattr(state, "runtime", None), "error_page", None)
+    return page if callable(page) else None
+
+
 def problem_response(error: AppError, scope: Scope) -> Response:
-    """The one renderer: an AppError as problem+json for this request."""
+    """The one renderer: an AppError as problem+json, or as a friendly page when a browser asks for one."""
+    if wants_html(scope) and (page := _error_page_of(scope)) is not None:
+        try:
+            return page(error, scope)
+        except Exception:
+            # The page itself failed (a template bug): the problem document still answers.
+            log.exception("error_page_failed", status=error.status)
+    return problem_document(error, scope)
+
+
+def problem_document(error: AppError, scope: Scope) -> Response:
+    """An AppError as application/problem+json."""
     body = problem_body(error, request_id=request_id_of(scope), instance=scope.get("path"))
     return Response(
         content=json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(),

@@ -20,6 +20,7 @@ from smilingsteps.config import Settings
 from smilingsteps.platform.clock import Clock, system_clock, utc_from
 from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.db import Database
+from smilingsteps.platform.errors import ErrorPage
 from smilingsteps.platform.jobs import JobRunner
 from smilingsteps.platform.ratelimit.limiter import RateLimiter
 from smilingsteps.platform.tasks import TaskGroup
@@ -55,6 +56,8 @@ class Runtime:
     started_at: float = field(default_factory=time.time)
     started_monotonic: float = field(default_factory=time.monotonic)
     draining: bool = False
+    # How errors look to a browser (the web domain's pages); None answers problem+json to everyone.
+    error_page: ErrorPage | None = None
 
     def now(self) -> datetime:
         """Aware UTC now, from the runtime's clock (tests move it by hand)."""

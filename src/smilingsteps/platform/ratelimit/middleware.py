@@ -38,11 +38,17 @@ def declared_policy(route: object) -> str:
     return DEFAULT_POLICY
 
 
+def _declares_policy(route: object) -> bool:
+    extra: Any = getattr(route, "openapi_extra", None)
+    return isinstance(extra, dict) and POLICY_KEY in extra
+
+
 def api_routes(routes: Sequence[BaseRoute]) -> Iterator[tuple[str, str, str]]:
-    """(method, effective path, policy) of every API route, included routers flattened."""
+    """(method, effective path, policy) of every limited route, included routers flattened: every API
+    route, and the pages that declare a class (a sign-in form guesses passwords as the API does)."""
     for context in iter_route_contexts(routes):
         path = context.path or ""
-        if not path.startswith(API_PREFIX):
+        if not path.startswith(API_PREFIX) and not _declares_policy(context.original_route):
             continue
         policy = declared_policy(context.original_route)
         for method in context.methods or {"WS"}:
@@ -68,11 +74,11 @@ class PolicyResolver:
     def resolve(self, scope: Scope) -> tuple[str | None, str | None]:
         """(policy or None when not limited, the matching route's template or None)."""
         path: str = scope["path"]
-        if not path.startswith(API_PREFIX):
-            return None, None  # health, metrics, pages: outside the API classes
         method = scope.get("method", "WS")
         static = self._static.get((method, path))
         policy, template = (static, path) if static is not None else self._match_dynamic(method, path)
+        if not path.startswith(API_PREFIX):
+            return policy, template  # health, metrics, pages: limited only where a page declares a class
         policy = policy or DEFAULT_POLICY  # unknown paths count too: a scanner cannot probe for free
         return (None if policy == EXEMPT else policy), template
 
