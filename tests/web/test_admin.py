@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pyotp
 from fastapi import FastAPI
 
 from tests.support.accounts import PASSWORD
@@ -125,3 +126,19 @@ async def test_every_booking_is_listed_filtered_and_confirmable(
         confirmed = await submit(admin, f"/admin/bookings/{booking}/confirm", {}, token=csrf_token(listed))
         assert confirmed.headers["location"] == "/admin/bookings?notice=booking-confirmed"
     assert "Confirmed" in text_of(await open_page(browser, location))
+
+
+async def test_an_administrator_signing_in_with_both_steps_lands_on_administration(
+    browser: httpx.AsyncClient, app: FastAPI, clock: FakeClock
+) -> None:
+    email = await make_admin(app)
+    await fill(browser, "/sign-in", "/sign-in", {"email": email, "password": ADMIN_PASSWORD})
+    secret, _ = await enrol_by_page(browser, clock)
+    await fill(browser, "/", "/sign-out", {})
+    clock.advance(30)  # the next code: a code is good once
+    step = await fill(browser, "/sign-in", "/sign-in", {"email": email, "password": ADMIN_PASSWORD})
+    token = step.text.split('name="mfa_token" value="', 1)[1].split('"', 1)[0]
+    code = pyotp.TOTP(secret).at(clock())
+    signed = await submit(browser, "/sign-in/mfa", {"mfa_token": token, "code": code}, token=csrf_token(step))
+    assert signed.headers["location"] == "/admin"
+    assert (await open_page(browser, "/admin")).status_code == 200
