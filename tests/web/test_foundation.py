@@ -13,6 +13,7 @@ import httpx
 from fastapi import FastAPI
 
 from smilingsteps.app import create_app
+from smilingsteps.platform.errors import DatabaseUnavailableError
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import PASSWORD, link_token, new_email, tokens_to
 from tests.support.clock import FakeClock
@@ -224,3 +225,30 @@ async def test_the_language_follows_the_browser_then_the_switch_then_the_account
     browser.cookies.clear()
     await fill(browser, "/sign-in", "/sign-in", {"email": email, "password": PASSWORD})
     assert '<html lang="sw">' in (await open_page(browser, "/", **{"Accept-Language": "en"})).text
+
+
+async def test_failures_on_our_side_are_friendly_pages_with_the_reference(
+    make_settings: SettingsFactory, database_url: str
+) -> None:
+    app = create_app(make_settings(DATABASE_URL=database_url))
+
+    @app.get("/_test/broken")
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    @app.get("/_test/database-down")
+    async def database_down() -> None:
+        raise DatabaseUnavailableError(retry_after=30)
+
+    async with running(app, raise_app_exceptions=False) as browser:
+        crash = await open_page(browser, "/_test/broken")
+        assert crash.status_code == 500 and crash.headers["content-type"].startswith("text/html")
+        said = text_of(crash)
+        assert "Sorry, something went wrong on our side" in said and "a bug" not in said
+        assert crash.headers["x-request-id"] in said
+        down = await open_page(browser, "/_test/database-down")
+        assert down.status_code == 503 and down.headers["retry-after"] == "30"
+        assert "Nothing you entered has been lost." in text_of(down)
+        assert "Please try again in 30 seconds." in text_of(down)
+        api = await browser.get("/_test/broken")  # no Accept: text/html
+        assert api.headers["content-type"].startswith("application/problem+json")
