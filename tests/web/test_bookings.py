@@ -11,10 +11,12 @@ import httpx
 from fastapi import FastAPI
 
 from smilingsteps.accounts.models import Role
-from tests.support.accounts import PASSWORD
+from tests.support.accounts import PASSWORD, plain_text
 from tests.support.bookings import confirm, make_user, therapist_user
 from tests.support.clock import FakeClock
 from tests.support.pages import csrf_token, fill, open_page, submit, text_of
+from tests.support.smtp import SmtpServer
+from tests.web.conftest import mail_for
 
 SLOT_FORM = re.compile(r'<form method="post" action="/bookings" data-once>(.*?)</form>', re.S)
 
@@ -196,3 +198,17 @@ async def test_the_therapist_keeps_private_notes_and_records_the_outcome_after_t
         done = await submit(practice, f"{location}/outcome", {"outcome": "completed"}, token=csrf_token(later))
         assert done.headers["location"] == f"{location}?notice=recorded"
         assert "Completed" in text_of(await open_page(practice, location))
+
+
+async def test_a_client_who_reads_kiswahili_gets_the_pages_and_the_email_in_kiswahili(
+    browser: httpx.AsyncClient, app: FastAPI, clock: FakeClock, smtp_server: SmtpServer
+) -> None:
+    therapist = await therapist_user(app, full_name="Dr Amina Yusuf")
+    email = await verified_client(app, browser)
+    await fill(browser, "/", "/language", {"language": "sw", "next": "/"})  # stored on the account
+    location = await hold_first_slot(browser, str(therapist.id))
+    page = text_of(await open_page(browser, location))
+    assert "Kikao na Dr Amina Yusuf" in page and "Ksh 2,500" in page and "Jumatatu" in page
+    [message] = await mail_for(app, clock, smtp_server, email)
+    assert message["Subject"] == "Kikao chako na Dr Amina Yusuf kimeshikiliwa kwa dakika 10"
+    assert "Jumatatu 18 Januari 2027, 06:00 (Europe/London)" in plain_text(message)
