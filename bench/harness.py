@@ -455,14 +455,27 @@ def use_ref(ref: str, into: Path) -> None:
     sys.path.insert(0, SOURCE["src"])
 
 
+def use_worktree_snapshot(into: Path) -> None:
+    """Copy the working tree's src/ (local changes and untracked files included) into `into` and import
+    smilingsteps from there (here and in the servers): a long run measures the tree as it was when it
+    started, whatever others edit meanwhile (and what `--ref` cannot export: files not committed yet)."""
+    shutil.copytree(REPO_DIR / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    SOURCE.update(src=str(into / "src"), snapshot=True)
+    sys.path.insert(0, SOURCE["src"])
+
+
 @contextmanager
-def source_of(ref: str | None) -> Iterator[None]:
-    """Measure `ref`'s src/ (exported for the duration), or the working tree when `ref` is None."""
-    if ref is None:
+def source_of(ref: str | None, *, snapshot: bool = False) -> Iterator[None]:
+    """Measure `ref`'s src/ (exported for the duration), or the working tree when `ref` is None: as it
+    is, or with `snapshot` a copy of it taken now (`use_worktree_snapshot`)."""
+    if ref is None and not snapshot:
         yield
         return
-    with tempfile.TemporaryDirectory(prefix="bench-src-") as snapshot:
-        use_ref(ref, Path(snapshot))
+    with tempfile.TemporaryDirectory(prefix="bench-src-") as copy:
+        if ref is None:
+            use_worktree_snapshot(Path(copy))
+        else:
+            use_ref(ref, Path(copy))
         yield
 
 
@@ -485,6 +498,10 @@ def measured_source(files: Sequence[str] = ()) -> dict[str, Any]:
         info["commit"] = git("rev-parse", "--short", "HEAD") or "unknown"
         changed = git("status", "--porcelain", "--", "src")
         info["src_differs_from_commit"] = bool(changed)
+        if SOURCE.get("snapshot"):
+            info["working_tree_snapshot"] = (
+                "src/ copied when the run started, local changes and untracked files included"
+            )
         if changed:
             info["src_changes"] = changed.splitlines()
     if files:
