@@ -117,9 +117,18 @@ def clock_time(moment: datetime, zone: str, language: Language) -> str:
     return format_time(moment, "HH:mm", tzinfo=_zone(zone), locale=_LOCALES[language])
 
 
+@lru_cache(maxsize=len(Language))
+def _shillings(language: Language) -> tuple[str, str]:
+    """The locale's shilling sign and digit-group separator, looked up once (pages show many prices)."""
+    sample = format_currency(1000, "KES", format="¤\u00a0#,##0", currency_digits=False, locale=_LOCALES[language])
+    sign, _, digits = sample.rpartition("\u00a0")
+    return sign, digits[1:-3]
+
+
 def kes(amount: int, language: Language) -> str:
-    """Whole shillings, as Kenyans write them: 'Ksh 2,500'."""
-    return format_currency(amount, "KES", format="¤\u00a0#,##0", currency_digits=False, locale=_LOCALES[language])
+    """Whole shillings, as Kenyans write them: 'Ksh 2,500' (Babel's sign and grouping for the locale)."""
+    sign, group = _shillings(language)
+    return f"{sign}\u00a0{amount:,}".replace(",", group) if group != "," else f"{sign}\u00a0{amount:,}"
 
 
 def number(value: int, language: Language) -> str:

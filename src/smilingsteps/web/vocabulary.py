@@ -4,6 +4,7 @@ session languages from CLDR's names (Babel), so 'ki' reads 'Kikuyu' or 'Kikuyu' 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 from smilingsteps.platform.i18n import Language, locale_of, translations
 from smilingsteps.therapists.vocabulary import Language as SessionLanguage
@@ -52,12 +53,14 @@ def language_namer(language: Language) -> Callable[[str], str]:
     return name
 
 
+@lru_cache(maxsize=len(Language))
 def specialties(language: Language) -> list[tuple[str, str]]:
-    """(code, name) sorted by name in `language`."""
+    """(code, name) sorted by name in `language` (the same list for every page: callers must not change it)."""
     name = specialty_namer(language)
     return sorted(((item.value, name(item.value)) for item in Specialty), key=lambda pair: pair[1])
 
 
+@lru_cache(maxsize=len(Language))
 def session_languages(language: Language) -> list[tuple[str, str]]:
     name = language_namer(language)
     return sorted(((item.value, name(item.value)) for item in SessionLanguage), key=lambda pair: pair[1])
