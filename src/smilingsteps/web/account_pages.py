@@ -24,6 +24,7 @@ from smilingsteps.web.forms import FormErrors, from_app_error, text, validate
 from smilingsteps.web.rendering import Pages
 from smilingsteps.web.routing import (
     PagesDep,
+    attempt,
     gettext_for,
     kit_of,
     page_router,
@@ -144,13 +145,10 @@ def _password(router: APIRouter) -> None:
                 now=now,
                 client=client,
             )
-            try:
-                await undoable(session, change)
-            except AppError as error:
-                if error.status == 429:
-                    raise
-                errors = from_app_error(error, _)
-                return pages.page(request, viewer, "password.html", errors=errors, status=error.status)
+            refused = await attempt(session, change)
+            if isinstance(refused, AppError):
+                errors = from_app_error(refused, _)
+                return pages.page(request, viewer, "password.html", errors=errors, status=refused.status)
             return see_other(with_notice("/account", "password-changed"))
         return pages.page(request, viewer, "password.html", errors=parsed, status=422)
 
@@ -204,14 +202,11 @@ def _two_step(router: APIRouter) -> None:
         enrol = mfa.confirm_totp_enrolment(
             session, kit, user.id, viewer.principal.session_id, parsed.code, now=now, client=client
         )
-        try:
-            codes = await undoable(session, enrol)
-        except AppError as error:
-            if error.status == 429:
-                raise
-            errors = from_app_error(error, _)
+        codes = await attempt(session, enrol)
+        if isinstance(codes, AppError):
+            errors = from_app_error(codes, _)
             return _setup_page(
-                request, viewer, pages, user, secret=secret, image=image, errors=errors, status=error.status
+                request, viewer, pages, user, secret=secret, image=image, errors=errors, status=codes.status
             )
         response = pages.page(request, viewer, "recovery_codes.html", codes=codes, enabled_now=True)
         # The access cookie still says "no second factor": dropping it makes the next page refresh the
@@ -242,12 +237,9 @@ def _two_step_on(router: APIRouter) -> None:
             work = mfa.regenerate_recovery_codes(
                 session, runtime.db, kit_of(request), user.id, parsed.code, now=now, client=client
             )
-            try:
-                codes = await undoable(session, work)
-            except AppError as error:
-                if error.status == 429:
-                    raise
-                errors = from_app_error(error, _)
+            codes = await attempt(session, work)
+            if isinstance(codes, AppError):
+                errors = from_app_error(codes, _)
                 return pages.page(request, viewer, "mfa.html", account=user, setup=None, errors=errors, status=422)
             return pages.page(request, viewer, "recovery_codes.html", codes=codes, enabled_now=False)
         return pages.page(request, viewer, "mfa.html", account=user, setup=None, errors=parsed, status=422)
@@ -279,12 +271,9 @@ def _two_step_on(router: APIRouter) -> None:
                 now=now,
                 client=client,
             )
-            try:
-                await undoable(session, work)
-            except AppError as error:
-                if error.status == 429:
-                    raise
-                errors = from_app_error(error, _)
+            refused = await attempt(session, work)
+            if isinstance(refused, AppError):
+                errors = from_app_error(refused, _)
                 return pages.page(request, viewer, "mfa.html", account=user, setup=None, errors=errors, status=422)
             return see_other(with_notice("/account/mfa", "mfa-disabled"))
         return pages.page(request, viewer, "mfa.html", account=user, setup=None, errors=parsed, status=422)

@@ -30,6 +30,7 @@ from smilingsteps.web.booking_pages import STATUS_WORDS
 from smilingsteps.web.forms import N_, FormErrors, explain, text
 from smilingsteps.web.routing import (
     PagesDep,
+    attempt,
     gettext_for,
     kit_of,
     page_router,
@@ -276,11 +277,7 @@ def _bookings(router: APIRouter) -> None:
         wanted = _uuid(booking_id, "booking")
         await posted(request, viewer)
         work = bookings.confirm(session, settings, wanted, now=now, audit=client.audit(user.id))
-        try:
-            await undoable(session, work)
-        except AppError as error:
-            if error.status >= 500 or error.status == 404:
-                raise
+        if isinstance(await attempt(session, work), AppError):
             return see_other(with_notice("/admin/bookings", "cannot-confirm"))
         return see_other(with_notice("/admin/bookings", "booking-confirmed"))
 

@@ -35,6 +35,7 @@ from smilingsteps.web.forms import FormErrors, from_app_error, text, validate
 from smilingsteps.web.rendering import Pages
 from smilingsteps.web.routing import (
     PagesDep,
+    attempt,
     gettext_for,
     kit_of,
     page_router,
@@ -103,16 +104,11 @@ def _sign_up(router: APIRouter) -> None:
         if errors or isinstance(parsed, FormErrors):
             return _sign_up_again(request, viewer, pages, data, errors)
         kit = kit_of(request)
-        try:
-            await runtime.limiter.enforce("email", f"to:{lookup_email(parsed.email)}")
-            if kit.settings.registration_hides_accounts:
-                await undoable(session, accounts.register_quietly(session, kit, parsed, now=now, client=client))
-            else:
-                await undoable(session, accounts.register(session, kit, parsed, now=now, client=client))
-        except AppError as error:
-            if error.status == 429:
-                raise
-            return _sign_up_again(request, viewer, pages, data, from_app_error(error, _), status=error.status)
+        await runtime.limiter.enforce("email", f"to:{lookup_email(parsed.email)}")
+        register = accounts.register_quietly if kit.settings.registration_hides_accounts else accounts.register
+        refused = await attempt(session, register(session, kit, parsed, now=now, client=client))
+        if isinstance(refused, AppError):
+            return _sign_up_again(request, viewer, pages, data, from_app_error(refused, _), status=refused.status)
         return see_other("/sign-up/check-email")
 
     @router.get("/sign-up/check-email")

@@ -23,7 +23,16 @@ from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.errors import AppError, BadRequestError, NotFoundError
 from smilingsteps.web.forms import N_, FormErrors, text, validate
-from smilingsteps.web.routing import PagesDep, gettext_for, page_router, posted, see_other, undoable, with_notice
+from smilingsteps.web.routing import (
+    PagesDep,
+    attempt,
+    gettext_for,
+    page_router,
+    posted,
+    see_other,
+    undoable,
+    with_notice,
+)
 from smilingsteps.web.viewer import Viewer, ViewerDep, require_role, require_user
 
 RESCHEDULE_DAYS = 14
@@ -227,11 +236,7 @@ def _changing(router: APIRouter) -> None:
         parsed = validate(CancelIn, {"reason": text(data, "reason")[:500] or None}, gettext_for(viewer.language))
         reason = parsed.reason if isinstance(parsed, CancelIn) else None
         work = bookings.cancel(session, settings, actor_of(user, client), wanted, reason=reason, now=now)
-        try:
-            await undoable(session, work)
-        except AppError as error:
-            if error.status >= 500 or error.status == 404:
-                raise
+        if isinstance(await attempt(session, work), AppError):
             return see_other(with_notice(f"/bookings/{wanted}", "cannot-cancel"))
         return see_other(with_notice(f"/bookings/{wanted}", "cancelled"))
 
@@ -285,12 +290,9 @@ def _changing(router: APIRouter) -> None:
         if isinstance(parsed, FormErrors):
             return see_other(with_notice(f"/bookings/{wanted}/reschedule", "slot-invalid"))
         work = bookings.reschedule(session, settings, actor_of(user, client), wanted, parsed.starts_at, now=now)
-        try:
-            await undoable(session, work)
-        except AppError as error:
-            if error.status >= 500 or error.status == 404:
-                raise
-            notice = "slot-taken" if isinstance(error, SlotTakenError) else "cannot-reschedule"
+        refused = await attempt(session, work)
+        if isinstance(refused, AppError):
+            notice = "slot-taken" if isinstance(refused, SlotTakenError) else "cannot-reschedule"
             return see_other(with_notice(f"/bookings/{wanted}/reschedule", notice))
         return see_other(with_notice(f"/bookings/{wanted}", "rescheduled"))
 
@@ -331,10 +333,7 @@ def _therapist_actions(router: APIRouter) -> None:
         result = chosen.get(text(data, "outcome"))
         if result is None:
             raise BadRequestError("Choose how the session went.")
-        try:
-            await undoable(session, bookings.record_outcome(session, actor_of(user, client), wanted, result, now=now))
-        except AppError as error:
-            if error.status >= 500 or error.status == 404:
-                raise
+        recording = bookings.record_outcome(session, actor_of(user, client), wanted, result, now=now)
+        if isinstance(await attempt(session, recording), AppError):
             return see_other(with_notice(f"/bookings/{wanted}", "cannot-record"))
         return see_other(with_notice(f"/bookings/{wanted}", "recorded"))

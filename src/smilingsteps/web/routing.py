@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
+from smilingsteps.platform.errors import AppError
 from smilingsteps.platform.i18n import Language, translations
 from smilingsteps.platform.runtime import runtime_of
 from smilingsteps.web.forms import read_form
@@ -81,6 +82,17 @@ async def undoable(session: AsyncSession, work: Awaitable[T]) -> T:
     transaction commits. The API needs no such thing: its refusals roll the whole request back."""
     async with session.begin_nested():
         return await work
+
+
+async def attempt(session: AsyncSession, work: Awaitable[T]) -> T | AppError:
+    """`undoable`, for a form: a refusal the person can act on (a 4xx other than 404 and 429) comes
+    back for the page to show; anything else goes on to the error pages."""
+    try:
+        return await undoable(session, work)
+    except AppError as error:
+        if error.status >= 500 or error.status in (404, 429):
+            raise
+        return error
 
 
 def kit_of(request: Request) -> AuthKit:
