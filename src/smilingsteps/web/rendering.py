@@ -57,6 +57,8 @@ def _environment(language: Language, assets: Assets) -> Environment:
         extensions=["jinja2.ext.i18n"],
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates ship inside the package: no file-date check on every render.
+        auto_reload=False,
     )
     env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
     env.globals.update(
