@@ -61,10 +61,12 @@ class PolicyResolver:
     def __init__(self, routes: Sequence[BaseRoute]) -> None:
         self.size = len(routes)
         self._static: dict[tuple[str, str], str] = {}
-        self._dynamic: list[tuple[str, re.Pattern[str], str, str]] = []
+        # Dynamic paths, the API's and the pages' apart: a page or /health never scans the API's patterns.
+        self._dynamic: dict[bool, list[tuple[str, re.Pattern[str], str, str]]] = {True: [], False: []}
         for method, path, policy in api_routes(routes):
             if "{" in path:
-                self._dynamic.append((method, compile_path(path)[0], policy, path))
+                entry = (method, compile_path(path)[0], policy, path)
+                self._dynamic[path.startswith(API_PREFIX)].append(entry)
             else:
                 self._static[(method, path)] = policy
 
@@ -75,15 +77,16 @@ class PolicyResolver:
         """(policy or None when not limited, the matching route's template or None)."""
         path: str = scope["path"]
         method = scope.get("method", "WS")
+        in_api = path.startswith(API_PREFIX)
         static = self._static.get((method, path))
-        policy, template = (static, path) if static is not None else self._match_dynamic(method, path)
-        if not path.startswith(API_PREFIX):
+        policy, template = (static, path) if static is not None else self._match_dynamic(method, path, in_api)
+        if not in_api:
             return policy, template  # health, metrics, pages: limited only where a page declares a class
         policy = policy or DEFAULT_POLICY  # unknown paths count too: a scanner cannot probe for free
         return (None if policy == EXEMPT else policy), template
 
-    def _match_dynamic(self, method: str, path: str) -> tuple[str | None, str | None]:
-        for route_method, pattern, policy, template in self._dynamic:
+    def _match_dynamic(self, method: str, path: str, in_api: bool) -> tuple[str | None, str | None]:
+        for route_method, pattern, policy, template in self._dynamic[in_api]:
             if route_method == method and pattern.match(path):
                 return policy, template
         return None, None
