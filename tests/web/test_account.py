@@ -160,3 +160,18 @@ async def test_within_the_idle_timeout_an_expired_access_token_is_refreshed_in_p
     page = await open_page(browser, "/account")
     assert page.status_code == 200 and "Your account" in text_of(page)
     assert browser.cookies.get("ss_access") not in (None, before)
+
+
+async def test_a_refreshed_session_survives_an_error_page(
+    browser: httpx.AsyncClient, app: FastAPI, clock: FakeClock
+) -> None:
+    """The page that refreshed the session in-process answered 404: the rotated cookies must still
+    reach the browser, or its next page would present a spent refresh token and end the session."""
+    await signed_up(browser)
+    clock.advance(auth_kit(app).access_ttl.total_seconds() + 1)
+    missing = await open_page(browser, "/bookings/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+    assert "ss_refresh" in missing.headers.get("set-cookie", "")
+    clock.advance(auth_kit(app).access_ttl.total_seconds() + 1)
+    after = await open_page(browser, "/account")
+    assert after.status_code == 200 and "Your account" in text_of(after)

@@ -7,13 +7,15 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
+import structlog
 from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
-from smilingsteps.platform.errors import AppError
+from smilingsteps.platform.errors import AppError, from_validation_error, problem_response
 from smilingsteps.platform.i18n import Language, translations
 from smilingsteps.platform.runtime import runtime_of
 from smilingsteps.web.forms import read_form
@@ -21,6 +23,7 @@ from smilingsteps.web.rendering import Pages, pages_of
 from smilingsteps.web.viewer import CSRF_FIELD, FormExpiredError, Redirect, Viewer, check_form
 
 T = TypeVar("T")
+log = structlog.get_logger("smilingsteps.web")
 
 
 class PageRoute(APIRoute):
@@ -37,6 +40,14 @@ class PageRoute(APIRoute):
                 response = see_other(redirect.location)
             except FormExpiredError:
                 response = see_other(with_notice(request.url.path, "form-expired"))
+            except (AppError, RequestValidationError) as exc:
+                # Rendered here rather than by the app's handlers, so that the cookies below go out
+                # with the error page too: a session refreshed in-process before a 404 must not lose
+                # its rotated refresh token (the browser's next page would present the spent one).
+                error = exc if isinstance(exc, AppError) else from_validation_error(exc)
+                if error.status >= 500:
+                    log.warning("request_failed", problem=error.slug, status=error.status)
+                response = problem_response(error, request.scope)
             viewer = getattr(request.state, "viewer", None)
             if isinstance(viewer, Viewer):
                 viewer.finish(response)
