@@ -14,6 +14,8 @@ from fastapi import FastAPI
 
 from smilingsteps.app import create_app
 from smilingsteps.platform.errors import DatabaseUnavailableError
+from smilingsteps.web.routing import page_router
+from smilingsteps.web.viewer import ViewerDep
 from tests.conftest import SettingsFactory, running
 from tests.support.accounts import PASSWORD, link_token, new_email, tokens_to
 from tests.support.clock import FakeClock
@@ -236,6 +238,14 @@ async def test_failures_on_our_side_are_friendly_pages_with_the_reference(
     async def broken() -> None:
         raise RuntimeError("a bug")
 
+    pages = page_router()
+
+    @pages.get("/_test/broken-page")
+    async def broken_page(*, viewer: ViewerDep) -> None:
+        raise RuntimeError("a bug in a page")
+
+    app.include_router(pages)
+
     @app.get("/_test/database-down")
     async def database_down() -> None:
         raise DatabaseUnavailableError(retry_after=30)
@@ -250,5 +260,8 @@ async def test_failures_on_our_side_are_friendly_pages_with_the_reference(
         assert down.status_code == 503 and down.headers["retry-after"] == "30"
         assert "Nothing you entered has been lost." in text_of(down)
         assert "Please try again in 30 seconds." in text_of(down)
+        page = await open_page(browser, "/_test/broken-page")
+        assert page.status_code == 500 and "a bug" not in page.text
+        assert "ss_form" in page.headers.get("set-cookie", "")  # the viewer's cookies went out with it
         api = await browser.get("/_test/broken")  # no Accept: text/html
         assert api.headers["content-type"].startswith("application/problem+json")

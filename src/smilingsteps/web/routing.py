@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import RedirectResponse, Response
 
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
-from smilingsteps.platform.errors import AppError, from_validation_error, problem_response
+from smilingsteps.platform.errors import AppError, InternalError, from_validation_error, problem_response
 from smilingsteps.platform.i18n import Language, translations
 from smilingsteps.platform.runtime import runtime_of
 from smilingsteps.web.forms import read_form
@@ -48,12 +48,23 @@ class PageRoute(APIRoute):
                 if error.status >= 500:
                     log.warning("request_failed", problem=error.slug, status=error.status)
                 response = problem_response(error, request.scope)
+            except Exception as exc:
+                response = problem_response(_unexpected(request, exc), request.scope)
             viewer = getattr(request.state, "viewer", None)
             if isinstance(viewer, Viewer):
                 viewer.finish(response)
             return response
 
         return page
+
+
+def _unexpected(request: Request, exc: Exception) -> AppError:
+    """What ErrorHandlerMiddleware would answer (a database outage is a 503, anything else a logged 500)."""
+    error = runtime_of(request).db.classify(exc)
+    if error is None:
+        log.exception("unhandled_exception", method=request.method, path=request.url.path)
+        return InternalError()
+    return error
 
 
 def page_router() -> APIRouter:
