@@ -20,6 +20,12 @@ def zone_names() -> frozenset[str]:
     return _zones()
 
 
+@cache
+def sorted_zone_names() -> tuple[str, ...]:
+    """The accepted names in order, for a page's time-zone list (sorted once)."""
+    return tuple(sorted(_zones()))
+
+
 def is_iana_zone(name: str) -> bool:
     """True for an exact IANA zone name such as `Africa/Nairobi` (case matters, no paths)."""
     return name in _zones()

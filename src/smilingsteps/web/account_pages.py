@@ -17,15 +17,14 @@ from smilingsteps.accounts.models import User
 from smilingsteps.accounts.schemas import AccountUpdateIn, MfaDisableIn, PasswordChangeIn, TotpConfirmIn
 from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
 from smilingsteps.platform.errors import AppError, NotFoundError
-from smilingsteps.platform.i18n import LANGUAGE_NAMES, Language
+from smilingsteps.platform.i18n import LANGUAGE_NAMES, Language, gettext_in
 from smilingsteps.platform.ratelimit.policies import rate_limited
-from smilingsteps.platform.timezones import zone_names
+from smilingsteps.platform.timezones import sorted_zone_names
 from smilingsteps.web.forms import FormErrors, from_app_error, text, validate
 from smilingsteps.web.rendering import Pages
 from smilingsteps.web.routing import (
     PagesDep,
     attempt,
-    gettext_for,
     kit_of,
     page_router,
     posted,
@@ -57,7 +56,7 @@ def _settings_page(
         values=values,
         errors=errors,
         status=status,
-        zones=[(name, name) for name in sorted(zone_names())],
+        zones=[(name, name) for name in sorted_zone_names()],
         language_choices=[(item.value, LANGUAGE_NAMES[item]) for item in Language],
     )
 
@@ -91,7 +90,7 @@ def _settings(router: APIRouter) -> None:
         user = require_user(request, viewer)
         data = await posted(request, viewer)
         fields = {name: text(data, name) for name in ("full_name", "phone", "timezone", "language")}
-        parsed = validate(AccountUpdateIn, fields, gettext_for(viewer.language))
+        parsed = validate(AccountUpdateIn, fields, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return _settings_page(request, viewer, pages, user, values=fields, errors=parsed, status=422)
         updated = await accounts.update_account(session, user.id, parsed, now=now, client=client)
@@ -130,7 +129,7 @@ def _password(router: APIRouter) -> None:
         user = require_user(request, viewer)
         assert viewer.principal is not None
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         fields = {"current_password": text(data, "current_password"), "new_password": text(data, "new_password")}
         parsed = validate(PasswordChangeIn, fields, _)
         if isinstance(parsed, PasswordChangeIn):
@@ -193,7 +192,7 @@ def _two_step(router: APIRouter) -> None:
         user = require_user(request, viewer)
         assert viewer.principal is not None
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         parsed = validate(TotpConfirmIn, {"code": text(data, "code").replace(" ", "")}, _)
         secret, image = text(data, "secret")[:64], text(data, "qr")[:20000]
         if isinstance(parsed, FormErrors):
@@ -231,7 +230,7 @@ def _two_step_on(router: APIRouter) -> None:
     ) -> Response:
         user = require_user(request, viewer)
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         parsed = validate(TotpConfirmIn, {"code": text(data, "code").replace(" ", "")}, _)
         if isinstance(parsed, TotpConfirmIn):
             work = mfa.regenerate_recovery_codes(
@@ -257,7 +256,7 @@ def _two_step_on(router: APIRouter) -> None:
     ) -> Response:
         user = require_user(request, viewer)
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         fields = {"password": text(data, "password"), "code": text(data, "code").replace(" ", "")}
         parsed = validate(MfaDisableIn, fields, _)
         if isinstance(parsed, MfaDisableIn):

@@ -24,14 +24,14 @@ from smilingsteps.bookings import service as bookings
 from smilingsteps.bookings.models import BookingStatus
 from smilingsteps.platform.dependencies import Client, DbSession, Now, SettingsDep
 from smilingsteps.platform.errors import AppError, ForbiddenError, NotFoundError
+from smilingsteps.platform.i18n import gettext_in
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.platform.security_events import security_event
-from smilingsteps.web.booking_pages import STATUS_WORDS
+from smilingsteps.web.booking_pages import status_words
 from smilingsteps.web.forms import N_, FormErrors, explain, text
 from smilingsteps.web.routing import (
     PagesDep,
     attempt,
-    gettext_for,
     kit_of,
     page_router,
     posted,
@@ -107,7 +107,7 @@ def _therapists(router: APIRouter) -> None:
         user = require_admin(request, viewer)
         target = _uuid(user_id, "therapist")
         data = await posted(request, viewer)
-        gettext = gettext_for(viewer.language)
+        gettext = gettext_in(viewer.language)
         decisions = {"approve": TherapistStatus.APPROVED, "reject": TherapistStatus.REJECTED}
         decision = decisions.get(text(data, "decision"))
         reason = text(data, "reason").strip()[:500] or None
@@ -144,7 +144,7 @@ def _people(router: APIRouter) -> None:
         try:
             query = PeopleQuery.model_validate(raw)
         except ValidationError as exc:
-            errors, query = explain(exc, gettext_for(viewer.language)), PeopleQuery()
+            errors, query = explain(exc, gettext_in(viewer.language)), PeopleQuery()
         found, total = await accounts.search_users(
             session,
             query=query.q,
@@ -223,7 +223,7 @@ def _bookings(router: APIRouter) -> None:
     @router.get("/admin/bookings")
     async def all_bookings(*, request: Request, viewer: ViewerDep, pages: PagesDep, session: DbSession) -> Response:
         require_admin(request, viewer)
-        gettext = gettext_for(viewer.language)
+        gettext = gettext_in(viewer.language)
         raw = {key: value for key, value in request.query_params.items() if value.strip()}
         errors = FormErrors()
         try:
@@ -246,7 +246,7 @@ def _bookings(router: APIRouter) -> None:
             if error.status >= 500:
                 raise
             errors.add("to", gettext(N_("The end date must not be before the start date.")))
-        words = {status: gettext(label) for status, label in STATUS_WORDS.items()}
+        words = status_words(viewer.language)
         filters = {key: value for key, value in raw.items() if key != "cursor"}
         return pages.page(
             request,
@@ -298,7 +298,7 @@ def _audit(router: APIRouter) -> None:
         try:
             query = AuditLogQuery.model_validate({**raw, "limit": PAGE})
         except ValidationError as exc:
-            errors, query = explain(exc, gettext_for(viewer.language)), AuditLogQuery(limit=PAGE)
+            errors, query = explain(exc, gettext_in(viewer.language)), AuditLogQuery(limit=PAGE)
         events = await audit.list_events(session, query.filters(), limit=PAGE, before_seq=before_seq)
         older = events[-1].seq if len(events) == PAGE else None
         return pages.page(

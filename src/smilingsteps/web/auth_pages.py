@@ -30,13 +30,13 @@ from smilingsteps.accounts.schemas import (
 from smilingsteps.accounts.sessions import IssuedSession
 from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
 from smilingsteps.platform.errors import AppError
+from smilingsteps.platform.i18n import gettext_in
 from smilingsteps.platform.ratelimit.policies import rate_limited
 from smilingsteps.web.forms import FormErrors, from_app_error, text, validate
 from smilingsteps.web.rendering import Pages
 from smilingsteps.web.routing import (
     PagesDep,
     attempt,
-    gettext_for,
     kit_of,
     page_router,
     posted,
@@ -93,7 +93,7 @@ def _sign_up(router: APIRouter) -> None:
         client: Client,
     ) -> Response:
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         form = {**data, "language": viewer.language.value}
         if text(data, "terms") != "yes":
             form.pop("terms", None)
@@ -125,7 +125,7 @@ def _sign_up(router: APIRouter) -> None:
         *, request: Request, viewer: ViewerDep, pages: PagesDep, session: DbSession, now: Now, client: Client
     ) -> Response:
         data = await posted(request, viewer)
-        parsed = validate(TokenIn, {"token": text(data, "token")}, gettext_for(viewer.language))
+        parsed = validate(TokenIn, {"token": text(data, "token")}, gettext_in(viewer.language))
         verified = False
         if isinstance(parsed, TokenIn):
             try:
@@ -164,7 +164,7 @@ def _sign_in(router: APIRouter) -> None:
         *, request: Request, viewer: ViewerDep, pages: PagesDep, runtime: RuntimeDep, now: Now, client: Client
     ) -> Response:
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         target = safe_next(text(data, "next"), "")
         values = {"email": text(data, "email")[:254]}
         parsed = validate(LoginIn, {"email": text(data, "email"), "password": text(data, "password")}, _)
@@ -198,7 +198,7 @@ def _sign_in(router: APIRouter) -> None:
         *, request: Request, viewer: ViewerDep, pages: PagesDep, runtime: RuntimeDep, now: Now, client: Client
     ) -> Response:
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         target = safe_next(text(data, "next"), "")
         code = text(data, "code").replace(" ", "")
         recovery = text(data, "recovery_code").strip()
@@ -269,7 +269,7 @@ def _password_reset(router: APIRouter) -> None:
         client: Client,
     ) -> Response:
         data = await posted(request, viewer)
-        parsed = validate(PasswordResetRequestIn, {"email": text(data, "email")}, gettext_for(viewer.language))
+        parsed = validate(PasswordResetRequestIn, {"email": text(data, "email")}, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             values = {"email": text(data, "email")[:254]}
             return pages.page(request, viewer, "reset_request.html", token="", values=values, errors=parsed, status=422)
@@ -285,7 +285,7 @@ def _password_reset(router: APIRouter) -> None:
         *, request: Request, viewer: ViewerDep, pages: PagesDep, session: DbSession, now: Now, client: Client
     ) -> Response:
         data = await posted(request, viewer)
-        _ = gettext_for(viewer.language)
+        _ = gettext_in(viewer.language)
         token = text(data, "token")
         fields = {"token": token, "new_password": text(data, "new_password")}
         parsed = validate(PasswordResetConfirmIn, fields, _)

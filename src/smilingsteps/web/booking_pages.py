@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
@@ -22,11 +23,11 @@ from smilingsteps.bookings.schemas import BookingIn, BookingView, CancelIn, Note
 from smilingsteps.platform.context import ClientInfo
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.errors import AppError, BadRequestError, NotFoundError
+from smilingsteps.platform.i18n import Language, gettext_in
 from smilingsteps.web.forms import N_, FormErrors, text, validate
 from smilingsteps.web.routing import (
     PagesDep,
     attempt,
-    gettext_for,
     page_router,
     posted,
     see_other,
@@ -60,9 +61,18 @@ def booking_id_of(raw: str) -> uuid.UUID:
         raise NotFoundError("No such booking.") from None
 
 
-def _words(viewer: Viewer) -> dict[BookingStatus, str]:
-    gettext = gettext_for(viewer.language)
+@lru_cache(maxsize=len(Language))
+def status_words(language: Language) -> dict[BookingStatus, str]:
+    """Each status in words, in `language` (shared by every page: callers must not change it)."""
+    gettext = gettext_in(language)
     return {status: gettext(words) for status, words in STATUS_WORDS.items()}
+
+
+def upcoming_and_past(found: list[BookingView], now: datetime) -> tuple[list[BookingView], list[BookingView]]:
+    """Sessions still to come (soonest first), and the rest: ended, cancelled or expired (latest first)."""
+    upcoming = [v for v in found if v.booking.ends_at > now and v.booking.status in ACTIVE_STATUSES]
+    upcoming.sort(key=lambda v: v.booking.starts_at)
+    return upcoming, [v for v in found if v not in upcoming]
 
 
 def zone_for(view: BookingView, viewer: Viewer) -> str:
@@ -88,10 +98,9 @@ def _listing(router: APIRouter) -> None:
     ) -> Response:
         user = require_user(request, viewer)
         found = await listing.mine(session, user.id, status=None, limit=100, offset=0)
-        upcoming = [v for v in found if v.booking.ends_at > now and v.booking.status in ACTIVE_STATUSES]
-        upcoming.sort(key=lambda v: v.booking.starts_at)
-        past = [v for v in found if v not in upcoming]
-        return pages.page(request, viewer, "bookings.html", upcoming=upcoming, past=past, words=_words(viewer), now=now)
+        upcoming, past = upcoming_and_past(found, now)
+        words = status_words(viewer.language)
+        return pages.page(request, viewer, "bookings.html", upcoming=upcoming, past=past, words=words, now=now)
 
     @router.post("/bookings")
     async def book(
@@ -100,7 +109,7 @@ def _listing(router: APIRouter) -> None:
         user = require_role(request, viewer, Role.CLIENT)
         data = await posted(request, viewer)
         fields = {name: text(data, name) for name in ("therapist_id", "starts_at", "timezone")}
-        parsed = validate(BookingIn, fields, gettext_for(viewer.language))
+        parsed = validate(BookingIn, fields, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return see_other(with_notice(f"/therapists/{fields['therapist_id'][:36]}", "slot-invalid"))
         back = f"/therapists/{parsed.therapist_id}?tz={parsed.timezone}"
@@ -172,7 +181,7 @@ def _booking(router: APIRouter) -> None:
             view=view,
             booking=booking,
             is_therapist=is_therapist,
-            words=_words(viewer),
+            words=status_words(viewer.language),
             now=now,
             zone=zone_for(view, viewer),
             terms=terms,
@@ -233,7 +242,7 @@ def _changing(router: APIRouter) -> None:
         user = require_user(request, viewer)
         wanted = booking_id_of(booking_id)
         data = await posted(request, viewer)
-        parsed = validate(CancelIn, {"reason": text(data, "reason")[:500] or None}, gettext_for(viewer.language))
+        parsed = validate(CancelIn, {"reason": text(data, "reason")[:500] or None}, gettext_in(viewer.language))
         reason = parsed.reason if isinstance(parsed, CancelIn) else None
         work = bookings.cancel(session, settings, actor_of(user, client), wanted, reason=reason, now=now)
         if isinstance(await attempt(session, work), AppError):
@@ -286,7 +295,7 @@ def _changing(router: APIRouter) -> None:
         user = require_user(request, viewer)
         wanted = booking_id_of(booking_id)
         data = await posted(request, viewer)
-        parsed = validate(RescheduleIn, {"starts_at": text(data, "starts_at")}, gettext_for(viewer.language))
+        parsed = validate(RescheduleIn, {"starts_at": text(data, "starts_at")}, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return see_other(with_notice(f"/bookings/{wanted}/reschedule", "slot-invalid"))
         work = bookings.reschedule(session, settings, actor_of(user, client), wanted, parsed.starts_at, now=now)
@@ -316,7 +325,7 @@ def _therapist_actions(router: APIRouter) -> None:
         user = require_role(request, viewer, Role.THERAPIST)
         wanted = booking_id_of(booking_id)
         data = await posted(request, viewer)
-        parsed = validate(NoteIn, {"text": text(data, "text")}, gettext_for(viewer.language))
+        parsed = validate(NoteIn, {"text": text(data, "text")}, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return see_other(with_notice(f"/bookings/{wanted}", "note-too-long"))
         await bookings.write_note(session, encryptor, actor_of(user, client), wanted, parsed.text, now=now)

@@ -19,15 +19,15 @@ from smilingsteps.accounts.schemas import AccountUpdateIn
 from smilingsteps.bookings import service as bookings
 from smilingsteps.platform.dependencies import Client, DbSession, Now, SettingsDep
 from smilingsteps.platform.errors import AppError, NotFoundError
-from smilingsteps.platform.i18n import language_or_none
+from smilingsteps.platform.i18n import gettext_in, language_or_none
 from smilingsteps.platform.ratelimit.policies import rate_limited
-from smilingsteps.platform.timezones import is_iana_zone, zone_names
+from smilingsteps.platform.timezones import is_iana_zone, sorted_zone_names
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.vocabulary import Language as SessionLanguage
 from smilingsteps.therapists.vocabulary import Specialty
 from smilingsteps.web import vocabulary
 from smilingsteps.web.forms import FormErrors, explain, text
-from smilingsteps.web.routing import PagesDep, gettext_for, kit_of, page_router, posted, see_other
+from smilingsteps.web.routing import PagesDep, kit_of, page_router, posted, see_other
 from smilingsteps.web.viewer import LANGUAGE_COOKIE, ZONE_COOKIE, ViewerDep, remember, safe_next
 
 API = rate_limited("api")  # pages that read the directory cost what the API's reads cost
@@ -90,7 +90,7 @@ def _directory(router: APIRouter) -> None:
         try:
             query = DirectoryQuery.model_validate(raw)
         except ValidationError as exc:
-            errors = explain(exc, gettext_for(viewer.language))
+            errors = explain(exc, gettext_in(viewer.language))
             query = DirectoryQuery()
         try:
             found, next_cursor = await bookings.directory(
@@ -108,7 +108,7 @@ def _directory(router: APIRouter) -> None:
         except AppError as error:
             if error.status >= 500:
                 raise
-            errors.general.append(gettext_for(viewer.language)(error.detail))
+            errors.general.append(gettext_in(viewer.language)(error.detail))
             found, next_cursor = [], None
         filters = {key: value for key, value in raw.items() if key != "cursor"}
         return pages.page(
@@ -161,7 +161,7 @@ def _profile(router: APIRouter) -> None:
             therapist=therapist,
             days=_slot_days(starts, zone),
             zone=zone_name,
-            zones=sorted(zone_names()),
+            zones=sorted_zone_names(),
             zone_known=bool(tz) or viewer.signed_in or ZONE_COOKIE in request.cookies,
             slot_days=SLOT_DAYS,
         )

@@ -96,9 +96,6 @@ class Pages:
             for name in environment.list_templates(extensions=["html"]):
                 environment.get_template(name)
 
-    def gettext(self, language: Language) -> Callable[[str], str]:
-        return i18n.translations(language).gettext
-
     def render(self, name: str, language: Language, context: Mapping[str, Any]) -> str:
         return self._environments[language].get_template(name).render(context)
 

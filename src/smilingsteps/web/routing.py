@@ -16,7 +16,6 @@ from starlette.responses import RedirectResponse, Response
 
 from smilingsteps.accounts.security import AuthKit, auth_kit_of
 from smilingsteps.platform.errors import AppError, InternalError, from_validation_error, problem_response
-from smilingsteps.platform.i18n import Language, translations
 from smilingsteps.platform.runtime import runtime_of
 from smilingsteps.web.forms import read_form
 from smilingsteps.web.rendering import Pages, pages_of
@@ -84,10 +83,6 @@ def see_other(location: str) -> Response:
 
 def with_notice(path: str, notice: str, **query: str) -> str:
     return f"{path}?{urlencode({'notice': notice, **query})}"
-
-
-def gettext_for(language: Language) -> Callable[[str], str]:
-    return translations(language).gettext
 
 
 async def posted(request: Request, viewer: Viewer) -> dict[str, Any]:

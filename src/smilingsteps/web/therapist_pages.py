@@ -16,17 +16,18 @@ from smilingsteps.admin import service as admin
 from smilingsteps.bookings import listing
 from smilingsteps.platform.dependencies import DbSession, Now
 from smilingsteps.platform.errors import AppError
-from smilingsteps.platform.timezones import zone_names
+from smilingsteps.platform.i18n import gettext_in
+from smilingsteps.platform.timezones import sorted_zone_names
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.models import ExceptionKind
 from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn, Therapist
 from smilingsteps.therapists.vocabulary import Language as SessionLanguage
 from smilingsteps.therapists.vocabulary import Specialty
 from smilingsteps.web import vocabulary
-from smilingsteps.web.booking_pages import STATUS_WORDS
+from smilingsteps.web.booking_pages import status_words, upcoming_and_past
 from smilingsteps.web.forms import N_, FormErrors, explain, text, texts, validate, whole_numbers
 from smilingsteps.web.rendering import Pages
-from smilingsteps.web.routing import PagesDep, gettext_for, page_router, posted, see_other, undoable, with_notice
+from smilingsteps.web.routing import PagesDep, page_router, posted, see_other, undoable, with_notice
 from smilingsteps.web.viewer import Viewer, ViewerDep, require_role
 
 RANGES_PER_DAY = 3
@@ -55,10 +56,8 @@ def _overview(router: APIRouter) -> None:
     ) -> Response:
         user = require_role(request, viewer, Role.THERAPIST)
         found = await listing.mine(session, user.id, status=None, limit=100, offset=0)
-        upcoming = sorted((v for v in found if v.booking.ends_at > now), key=lambda v: v.booking.starts_at)
-        past = [v for v in found if v not in upcoming]
-        gettext = gettext_for(viewer.language)
-        words = {status: gettext(label) for status, label in STATUS_WORDS.items()}
+        upcoming, past = upcoming_and_past(found, now)
+        words = status_words(viewer.language)
         return pages.page(request, viewer, "bookings.html", upcoming=upcoming, past=past, words=words, now=now)
 
 
@@ -91,7 +90,7 @@ def _profile_page(
         status=status,
         specialties=vocabulary.specialties(viewer.language),
         session_languages=vocabulary.session_languages(viewer.language),
-        zones=[(name, name) for name in sorted(zone_names())],
+        zones=[(name, name) for name in sorted_zone_names()],
     )
 
 
@@ -125,7 +124,7 @@ def _profile(router: APIRouter) -> None:
         values["specialties"] = [v for v in texts(data, "specialties") if v in set(Specialty)][:10]
         values["languages"] = [v for v in texts(data, "languages") if v in set(SessionLanguage)][:10]
         numbers = whole_numbers(dict(values), "years_of_practice", "price_kes", "session_minutes", "buffer_minutes")
-        parsed = validate(ProfileIn, numbers, gettext_for(viewer.language))
+        parsed = validate(ProfileIn, numbers, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return _profile_page(request, viewer, pages, values, parsed, status=422)
         await therapists.save_profile(session, user.id, user.role, parsed, now=now)
@@ -194,7 +193,7 @@ def _availability_page(
     by_day: dict[int, list[RuleIn]] = {day: [] for day in range(7)}
     for rule in rules:
         by_day[rule.weekday].append(rule)
-    gettext = gettext_for(viewer.language)
+    gettext = gettext_in(viewer.language)
     day_names = [gettext(name) for name in WEEKDAYS]
     return pages.page(
         request,
@@ -235,7 +234,7 @@ def _availability(router: APIRouter) -> None:
     ) -> Response:
         user = require_role(request, viewer, Role.THERAPIST)
         data = await posted(request, viewer)
-        gettext = gettext_for(viewer.language)
+        gettext = gettext_in(viewer.language)
         errors = FormErrors()
         rules = _rules_from(data, gettext, errors)
         exceptions = _exceptions_from(data, gettext, errors)
