@@ -116,6 +116,8 @@ def _lifespan(runtime: Runtime) -> Any:
                 await runtime.jobs.stop()
                 runtime.jobs = None
             await runtime.tasks.cancel_all()
+            for part in runtime.parts.values():
+                await part.stop()
             await runtime.db.dispose()
             await runtime.limiter.close()
             log.info("app_stopped")

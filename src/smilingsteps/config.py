@@ -125,6 +125,19 @@ class Settings(BaseSettings):
     MPESA_PASSKEY: SecretStr | None = None
     MPESA_CALLBACK_BASE_URL: str | None = None
     MPESA_BASE_URL: str | None = None
+    MPESA_TRANSACTION_TYPE: Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"] = "CustomerPayBillOnline"
+    # The till that receives Buy Goods payments (Pay Bill pays the shortcode itself).
+    MPESA_PARTY_B: str | None = Field(default=None, pattern=r"^\d{5,10}$")
+    MPESA_CONNECT_TIMEOUT: float = Field(default=5.0, gt=0, le=60)
+    MPESA_READ_TIMEOUT: float = Field(default=30.0, gt=0, le=120)
+    # Safaricom's callback source addresses (IPs or CIDRs); empty accepts any (the token decides).
+    MPESA_CALLBACK_ALLOWED_IPS: CsvList = Field(default_factory=list)
+    # Reconciliation asks Daraja about a payment with no answer after this long…
+    MPESA_CHECK_AFTER_SECONDS: int = Field(default=90, ge=10, le=3600)
+    # …and gives up (timed out) when nothing definitive came after this long.
+    MPESA_PAYMENT_TIMEOUT_SECONDS: int = Field(default=300, ge=60, le=86400)
+    # The built-in simulator's pause before it calls back (the time a person takes to enter a PIN).
+    MPESA_SIMULATOR_DELAY: float = Field(default=3.0, ge=0, le=120)
 
     LOG_LEVEL: Literal["debug", "info", "warning", "error", "critical"] = "info"
     LOG_FORMAT: Literal["console", "json"] | None = None
@@ -177,7 +190,7 @@ class Settings(BaseSettings):
     SHUTDOWN_READINESS_DELAY: float = Field(default=5.0, ge=0, le=120)
     SHUTDOWN_TIMEOUT: float = Field(default=25.0, gt=0, le=600)
 
-    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    @field_validator("ALLOWED_ORIGINS", "TRUSTED_PROXIES", "MPESA_CALLBACK_ALLOWED_IPS", mode="before")
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -241,7 +254,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
         return [origin.rstrip("/") for origin in value]
 
-    @field_validator("TRUSTED_PROXIES")
+    @field_validator("TRUSTED_PROXIES", "MPESA_CALLBACK_ALLOWED_IPS")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for entry in value:
@@ -250,6 +263,16 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"{entry!r} is not an IP address or CIDR network") from exc
         return value
+
+    @field_validator("MPESA_BASE_URL", "MPESA_CALLBACK_BASE_URL")
+    @classmethod
+    def _mpesa_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without a query, such as https://api.example")
+        return value.rstrip("/")
 
     @field_validator("DATABASE_URL")
     @classmethod
@@ -339,6 +362,16 @@ class Settings(BaseSettings):
         return self.jobs_in_process
 
     @property
+    def mpesa_embedded_simulator(self) -> bool:
+        """The embedded default: Daraja is the built-in simulator, started inside this process."""
+        return self.MPESA_ENV == "simulator" and self.MPESA_BASE_URL is None
+
+    @property
+    def mpesa_callback_base_url(self) -> str:
+        """Where Safaricom calls back: MPESA_CALLBACK_BASE_URL, else the public URL."""
+        return self.MPESA_CALLBACK_BASE_URL or self.PUBLIC_BASE_URL
+
+    @property
     def encryption_keys(self) -> list[bytes]:
         """Fernet keys, newest first; in development one is derived from the secret key."""
         if self.ENCRYPTION_KEYS is None:
@@ -400,10 +433,30 @@ class Settings(BaseSettings):
                 problems.append("SMTP_HOST: unset; production sends mail through SMTP (files are for development)")
         elif not self.SMTP_STARTTLS and not _is_loopback(self.SMTP_HOST or ""):
             problems.append("SMTP_STARTTLS: must be true unless SMTP_HOST is a loopback relay")
+        problems.extend(self._mpesa_production_problems())
         if self.DEBUG:
             problems.append("DEBUG: must be false")
         if not self.RATE_LIMITS_ENABLED:
             problems.append("RATE_LIMITS_ENABLED: must be true (false is for local fuzzing only)")
+        return problems
+
+    def _mpesa_production_problems(self) -> list[str]:
+        problems: list[str] = []
+        if self.MPESA_ENV != "production":
+            problems.append(f"MPESA_ENV: is {self.MPESA_ENV}; production takes real payments (production)")
+        for name in ("MPESA_CONSUMER_KEY", "MPESA_CONSUMER_SECRET", "MPESA_SHORTCODE", "MPESA_PASSKEY"):
+            value = getattr(self, name)
+            if not (value.get_secret_value() if isinstance(value, SecretStr) else value):
+                problems.append(f"{name}: missing; copy it from the Daraja portal")
+        callback = urlsplit(self.mpesa_callback_base_url)
+        callback_ok = callback.scheme == "https" and not _is_loopback(callback.hostname or "")
+        # Unset, it is PUBLIC_BASE_URL, whose own problem (not https) is named already.
+        if not callback_ok and (self.MPESA_CALLBACK_BASE_URL or self.PUBLIC_BASE_URL.startswith("https://")):
+            problems.append("MPESA_CALLBACK_BASE_URL: must be a public https URL Safaricom can reach")
+        if self.MPESA_BASE_URL is not None and not self.MPESA_BASE_URL.startswith("https://"):
+            problems.append("MPESA_BASE_URL: must be https (Daraja is always reached over verified TLS)")
+        if self.MPESA_TRANSACTION_TYPE == "CustomerBuyGoodsOnline" and not self.MPESA_PARTY_B:
+            problems.append("MPESA_PARTY_B: Buy Goods needs the till number that receives the money")
         return problems
 
     def startup_problems(self) -> list[str]:

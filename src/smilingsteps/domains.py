@@ -11,7 +11,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from sqlalchemy import MetaData
 
-from smilingsteps import accounts, admin, audit, bookings, notifications, therapists, web
+from smilingsteps import accounts, admin, audit, bookings, notifications, payments, therapists, web
 from smilingsteps.config import Settings
 from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.db import Database
@@ -26,6 +26,7 @@ DOMAINS: tuple[Domain, ...] = (
     accounts.DOMAIN,
     therapists.DOMAIN,
     bookings.DOMAIN,
+    payments.DOMAIN,
     admin.DOMAIN,
     web.DOMAIN,
 )

@@ -314,12 +314,15 @@ async def _user(app: FastAPI, user_id: uuid.UUID):  # type: ignore[no-untyped-de
 # ---- confirmation, cancellation, reschedule, outcome ------------------------------------------------
 
 
-async def _confirmed_bookings(app: FastAPI, therapist: User, count: int) -> tuple[list[Person], list[str]]:
-    """`count` clients, each with a confirmed booking on Monday 18 January (09:00, 10:00… Nairobi)."""
+async def _confirmed_bookings(
+    app: FastAPI, therapist: User, count: int, *, paid_kes: int = 0
+) -> tuple[list[Person], list[str]]:
+    """`count` clients, each with a confirmed booking on Monday 18 January (09:00, 10:00… Nairobi),
+    paid through the platform when `paid_kes` (as a confirmed M-Pesa payment confirms it)."""
     people, ids = [await client_person(app) for _ in range(count)], []
     for hour, person in enumerate(people, start=6):
         ids.append((await book(person, therapist.id, utc(2027, 1, 18, hour))).json()["id"])
-        await confirm(app, ids[-1])
+        await confirm(app, ids[-1], paid_kes=paid_kes)
     return people, ids
 
 
@@ -339,8 +342,8 @@ async def _cancellation_email(app: FastAPI, address: str) -> str:
 
 
 async def test_a_confirmed_booking_never_paid_promises_no_refund(app: FastAPI) -> None:
-    # Nothing is paid before payments exist: a confirmed booking (an administrator's) cancelled early
-    # by its client, or by its therapist, owes nothing back, and the emails say nothing about money.
+    # A booking an administrator confirmed (paid outside the platform), cancelled early by its
+    # client or by its therapist, owes nothing back here, and the emails say nothing about money.
     therapist = await therapist_user(app)
     therapist_http = await sign_in(app, await _user(app, therapist.id))
     (early, by_therapist), ids = await _confirmed_bookings(app, therapist, 2)
@@ -367,14 +370,10 @@ async def test_a_confirmed_booking_never_paid_promises_no_refund(app: FastAPI) -
         assert [(d["paid_kes"], d["refund_due_kes"]) for d in details.scalars()] == [(0, 0)] * 2
 
 
-async def test_cancellation_refunds_only_what_was_paid(
-    app: FastAPI, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # What the payments issue will record, stood in for here: every booking paid in full.
-    monkeypatch.setattr(service, "paid_kes", lambda booking: booking.price_kes)
+async def test_cancellation_refunds_only_what_was_paid(app: FastAPI, clock: FakeClock) -> None:
     therapist = await therapist_user(app)
     therapist_http = await sign_in(app, await _user(app, therapist.id))
-    (early, late, by_therapist), ids = await _confirmed_bookings(app, therapist, 3)
+    (early, late, by_therapist), ids = await _confirmed_bookings(app, therapist, 3, paid_kes=2500)
     unpaid = await client_person(app)
     unpaid_id = (await book(unpaid, therapist.id, utc(2027, 1, 18, 9))).json()["id"]
     refund = (await early.post(f"{API}/bookings/{ids[0]}/cancel", json={"reason": "exam"})).json()
@@ -382,10 +381,8 @@ async def test_cancellation_refunds_only_what_was_paid(
     assert "Ksh\u00a02,500 will be refunded to the M-Pesa number that paid." in await _cancellation_email(
         app, early.email
     )
-    monkeypatch.setattr(service, "paid_kes", lambda booking: 0)  # a hold: nothing taken yet
     unpaid_cancel = (await unpaid.post(f"{API}/bookings/{unpaid_id}/cancel", json={})).json()
-    assert unpaid_cancel["refund_due_kes"] == 0
-    monkeypatch.setattr(service, "paid_kes", lambda booking: booking.price_kes)
+    assert unpaid_cancel["refund_due_kes"] == 0  # a hold: nothing taken yet
     clock.advance(3 * 24 * 3600 - 10 * 3600)  # Sunday 22:00 UTC: under 24 h before Monday 07:00 UTC
     for person in (late, therapist_http, early):
         await person.renew()

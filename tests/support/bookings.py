@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from smilingsteps.accounts.models import Role, TherapistStatus, User
 from smilingsteps.audit.service import AuditContext
 from smilingsteps.bookings import service as bookings
+from smilingsteps.bookings.paying import Payment
 from smilingsteps.therapists import service as therapists
 from smilingsteps.therapists.schemas import AvailabilityIn, ExceptionIn, ProfileIn, RuleIn
 from tests.support.accounts import ORIGIN, PASSWORD, auth_kit, new_email, runtime
@@ -151,8 +152,8 @@ def utc(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime
     return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
-async def confirm(app: FastAPI, booking_id: str) -> None:
-    """Confirm as the payment flow will (an admin's action in the meantime)."""
+async def confirm(app: FastAPI, booking_id: str, *, paid_kes: int = 0) -> None:
+    """Confirm as an administrator does, or (with `paid_kes`) as a confirmed M-Pesa payment does."""
     async with runtime(app).db.session() as session:
         await bookings.confirm(
             session,
@@ -160,4 +161,5 @@ async def confirm(app: FastAPI, booking_id: str) -> None:
             uuid.UUID(booking_id),
             now=runtime(app).now(),
             audit=AuditContext(actor_id=None, ip=None, request_id=None),
+            paid=Payment(amount_kes=paid_kes, receipt="SGR7T3X9QA") if paid_kes else None,
         )

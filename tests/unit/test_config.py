@@ -17,6 +17,11 @@ GOOD_PRODUCTION = {
     "DATABASE_URL": "postgresql+asyncpg://app:pw@db.internal:5432/smilingsteps",
     "SMTP_HOST": "smtp.smilingsteps.example",
     "ENCRYPTION_KEYS": "qJ3cKp8qK8bq3m0f1Zq2n9W4z6Yv1xT0b5Q7r8s9u2E=,Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGw=",
+    "MPESA_ENV": "production",
+    "MPESA_CONSUMER_KEY": "daraja-consumer-key",
+    "MPESA_CONSUMER_SECRET": "daraja-consumer-secret",
+    "MPESA_SHORTCODE": "600980",
+    "MPESA_PASSKEY": "daraja-passkey",
 }
 
 
@@ -54,6 +59,14 @@ def test_good_production_settings_have_no_problems(monkeypatch: pytest.MonkeyPat
         ("EMAIL_BACKEND", "file"),
         ("ARGON2_MEMORY_KIB", "8192"),
         ("ARGON2_TIME_COST", "1"),
+        ("MPESA_ENV", "simulator"),
+        ("MPESA_ENV", "sandbox"),
+        ("MPESA_CONSUMER_KEY", ""),
+        ("MPESA_PASSKEY", ""),
+        ("MPESA_CALLBACK_BASE_URL", "http://app.smilingsteps.example"),
+        ("MPESA_CALLBACK_BASE_URL", "https://127.0.0.1:8443"),
+        ("MPESA_CALLBACK_BASE_URL", "https://localhost"),
+        ("MPESA_BASE_URL", "http://daraja.internal"),
     ],
 )
 def test_each_insecure_production_setting_is_named(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
@@ -62,6 +75,16 @@ def test_each_insecure_production_setting_is_named(monkeypatch: pytest.MonkeyPat
     assert problems, f"{variable}={value!r} accepted"
     assert all(problem.startswith(f"{variable}:") for problem in problems), problems
     assert settings.startup_problems() == problems
+
+
+def test_buy_goods_in_production_needs_the_till_that_receives_the_money(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load(monkeypatch, **{**GOOD_PRODUCTION, "MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline"})
+    assert [p.split(":")[0] for p in settings.production_problems()] == ["MPESA_PARTY_B"]
+    settings = load(
+        monkeypatch,
+        **{**GOOD_PRODUCTION, "MPESA_TRANSACTION_TYPE": "CustomerBuyGoodsOnline", "MPESA_PARTY_B": "5432109"},
+    )
+    assert settings.production_problems() == []
 
 
 def test_development_starts_with_insecure_defaults_but_reports_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,8 +136,7 @@ def test_default_origin_is_the_servers_own(monkeypatch: pytest.MonkeyPatch) -> N
 def test_masked_view_hides_every_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load(
         monkeypatch,
-        **GOOD_PRODUCTION,
-        MPESA_PASSKEY="passkey-planted",
+        **{**GOOD_PRODUCTION, "MPESA_PASSKEY": "passkey-planted"},
         SMTP_PASSWORD="smtp-planted",
         REDIS_URL="redis://:redispw-planted@127.0.0.1:6379/0",
     )

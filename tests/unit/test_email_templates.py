@@ -47,6 +47,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "other_name": "Dr Otieno",
         "when": "Monday 3 May 2027, 10:00 (Africa/Nairobi)",
         "link": "https://app.example/bookings/1",
+        "receipt_line": "Paid: KES 2,500 with M-Pesa, receipt SGR7T3X9QA.",
     },
     "booking_cancelled": {
         "full_name": "Amani",

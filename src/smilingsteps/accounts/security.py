@@ -35,6 +35,9 @@ class AuthKit:
             name="session-revocation-sync",
         )
 
+    async def stop(self) -> None:
+        """Nothing to release: the revocation sync is one of the runtime's tasks."""
+
     def warm_up(self) -> None:
         """Start-up work, so no request pays it: the dummy hash and the common-password list."""
         self.hasher.warm_up()

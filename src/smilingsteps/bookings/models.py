@@ -56,6 +56,8 @@ class Booking(Base):
     cancelled_by: Mapped[uuid.UUID | None] = mapped_column(Uuid, default=None)
     cancel_reason: Mapped[str | None] = mapped_column(String(500), default=None)
     refund_due_kes: Mapped[int] = mapped_column(Integer, default=0)
+    # What the client paid through the platform (a confirmed payment): the most a cancellation refunds.
+    paid_kes: Mapped[int] = mapped_column(Integer, default=0)
     reschedule_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
@@ -64,6 +66,7 @@ class Booking(Base):
         CheckConstraint("ends_at > starts_at", name="ends_after_start"),
         CheckConstraint("blocks_until >= ends_at", name="blocks_after_end"),
         CheckConstraint("refund_due_kes >= 0", name="refund_not_negative"),
+        CheckConstraint("paid_kes >= 0 AND refund_due_kes <= paid_kes", name="refund_within_paid"),
         one_of("status", BookingStatus, name="status_known"),
         Index("ix_bookings_therapist_time", "therapist_id", "starts_at"),
         Index("ix_bookings_client_time", "client_id", "starts_at"),

@@ -292,6 +292,19 @@ async def booking_by_id(session: AsyncSession, booking_id: uuid.UUID) -> Booking
     return await session.get(Booking, booking_id)
 
 
+async def lock_booking(session: AsyncSession, booking_id: uuid.UUID) -> Booking | None:
+    """Any booking, locked until this transaction ends (its payment changes it from several places).
+
+    PostgreSQL: the row lock (FOR UPDATE). SQLite: this transaction becomes the single writer first.
+    The row is read again even if the session had it, so the caller sees the committed state.
+    """
+    await take_write_turn(session, table="bookings", key=None)
+    statement = (
+        select(Booking).where(Booking.id == booking_id).with_for_update().execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
 async def bookings_of(
     session: AsyncSession, user_id: uuid.UUID, *, status: BookingStatus | None, limit: int, offset: int
 ) -> Sequence[Booking]:

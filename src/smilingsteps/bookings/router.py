@@ -14,7 +14,7 @@ from fastapi import APIRouter, Query, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.accounts.auth import AdminUser, CurrentUser, Principal, VerifiedUser
-from smilingsteps.bookings import listing, service
+from smilingsteps.bookings import listing, notes, service
 from smilingsteps.bookings.models import Booking, BookingStatus
 from smilingsteps.bookings.schemas import BookingIn, BookingOut, CancelIn, NoteIn, NoteOut, OutcomeIn, RescheduleIn
 from smilingsteps.platform.context import ClientInfo
@@ -174,7 +174,7 @@ def build_router() -> APIRouter:
         now: Now,
         client: Client,
     ) -> None:
-        await service.write_note(session, encryptor, _actor(user, client), booking_id, body.text, now=now)
+        await notes.write_note(session, encryptor, _actor(user, client), booking_id, body.text, now=now)
 
     @router.get("/bookings/{booking_id}/notes")
     async def read_note(
@@ -186,7 +186,7 @@ def build_router() -> APIRouter:
         now: Now,
         client: Client,
     ) -> NoteOut:
-        text, updated = await service.read_note(session, encryptor, _actor(user, client), booking_id, now=now)
+        text, updated = await notes.read_note(session, encryptor, _actor(user, client), booking_id, now=now)
         return NoteOut(text=text, updated_at=updated)
 
     @router.post("/admin/bookings/{booking_id}/confirm", openapi_extra=ADMIN, responses=problems(409))

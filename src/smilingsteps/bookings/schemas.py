@@ -63,8 +63,13 @@ class BookingOut(ResponseModel):
     refund_due_kes: int = Field(
         description=(
             "KES due back to the client after a cancellation: what was actually paid, when the cancellation "
-            "policy refunds it; 0 when nothing is refunded or nothing was paid (no payment is taken yet: "
-            "a confirmed booking may be unpaid)"
+            "policy refunds it; 0 when nothing is refunded or nothing was paid"
+        )
+    )
+    paid_kes: int = Field(
+        description=(
+            "KES the client paid through the platform (a confirmed M-Pesa payment); 0 when nothing was "
+            "(an administrator may confirm a booking paid outside the platform)"
         )
     )
     client_timezone: str

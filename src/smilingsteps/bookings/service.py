@@ -2,9 +2,16 @@
 
 Cancellation policy (also in README; the money rules are pure, in `policy.py`):
 - a client or a therapist may cancel a held, pending or confirmed booking at any time;
-- only what the platform took (`paid_kes`) is ever refunded: all of it when the therapist cancels
-  or the client cancels at least BOOKING_FREE_CANCELLATION_HOURS before the start, nothing later;
-- nothing is taken before payments exist, so no cancellation promises a refund yet;
+- only what the platform took (`paid_kes`, recorded when a confirmed M-Pesa payment confirms the
+  booking) is ever refunded: all of it when the therapist cancels or the client cancels at least
+  BOOKING_FREE_CANCELLATION_HOURS before the start, nothing later; a booking confirmed by an
+  administrator (paid outside the platform) has nothing to refund here;
+- paying: a held booking becomes `pending_payment` while its payment is open, its hold extended
+  to the payment's deadline (`await_payment`); when the payment fails the hold goes back to what
+  it was (`payment_failed`), so the client may try again within it, and a hold already past
+  expires at once; a confirmed payment confirms the booking (`confirm(paid=…)`);
+- the payments domain hears of cancellations through `on_cancellation` (it turns a refund into
+  a payment that is due back) without bookings importing it;
 - a client may reschedule a confirmed booking up to BOOKING_FREE_CANCELLATION_HOURS
   before its start, a therapist at any time; a booking is moved, never paid twice.
 """
@@ -26,13 +33,13 @@ from smilingsteps.accounts.schemas import Contact
 from smilingsteps.audit.service import AuditContext, record
 from smilingsteps.bookings import repository
 from smilingsteps.bookings.errors import BookingStateError, ClientOverlapError, SlotNotBookableError, SlotTakenError
-from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus, ReminderKind, SessionNote
+from smilingsteps.bookings.models import Booking, BookingReminder, BookingStatus, ReminderKind
+from smilingsteps.bookings.paying import Payment
 from smilingsteps.bookings.policy import Cancellation, cancellation
 from smilingsteps.bookings.schemas import BookingView
 from smilingsteps.config import Settings
 from smilingsteps.notifications.service import public_link, queue_email
 from smilingsteps.platform import i18n
-from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.errors import ForbiddenError, NotFoundError, ValidationFailedError
 from smilingsteps.platform.i18n import N_, Language, gettext_in
 from smilingsteps.therapists import service as therapists
@@ -46,6 +53,8 @@ REMINDERS = (
     (ReminderKind.HOUR_BEFORE, timedelta(hours=1), N_("in one hour")),
 )
 CANCELLED_BY = {True: N_("the therapist"), False: N_("the client")}
+PAID_WITH_RECEIPT = N_("Paid: %(amount)s with M-Pesa, receipt %(receipt)s.")
+PAID = N_("Paid: %(amount)s with M-Pesa.")
 # What an email's context may hold per recipient: computed in their zone and language.
 PerReader = Callable[[str, Language], object]
 _PROBLEM_TEXT = {
@@ -55,6 +64,17 @@ _PROBLEM_TEXT = {
     "outside_availability": "The therapist is not available then.",
     "not_on_grid": "Sessions start at the times listed in the therapist's slots.",
 }
+
+
+# Called inside the cancelling transaction, after the booking changed (the payments domain's refund).
+CancellationHook = Callable[[AsyncSession, Booking, Cancellation, datetime, AuditContext], Awaitable[None]]
+_cancellation_hooks: list[CancellationHook] = []
+
+
+def on_cancellation(hook: CancellationHook) -> None:
+    """Run `hook` in every cancellation's transaction (registered once by a domain that depends on bookings)."""
+    if hook not in _cancellation_hooks:
+        _cancellation_hooks.append(hook)
 
 
 @dataclass(frozen=True)
@@ -82,9 +102,19 @@ async def _people(session: AsyncSession, booking: Booking) -> tuple[Contact, Con
 
 
 async def _tell_both(
-    session: AsyncSession, settings: Settings, booking: Booking, template: str, *, now: datetime, **extra: PerReader
+    session: AsyncSession,
+    settings: Settings,
+    booking: Booking,
+    template: str,
+    *,
+    now: datetime,
+    client_only: dict[str, PerReader] | None = None,
+    **extra: PerReader,
 ) -> None:
-    """The same message to the client and the therapist, each in their own time zone and language."""
+    """The same message to the client and the therapist, each in their own time zone and language.
+
+    `client_only` adds what only the client reads (their M-Pesa receipt, say).
+    """
     client, therapist = await _people(session, booking)
     link = public_link(settings, f"/bookings/{booking.id}")
     for person, other, zone in (
@@ -94,6 +124,8 @@ async def _tell_both(
         context: dict[str, object] = {"full_name": person.full_name, "other_name": other.full_name}
         context["when"] = i18n.when(booking.starts_at, zone, person.language)
         context.update({name: value(zone, person.language) for name, value in extra.items()})
+        for name, value in (client_only or {}).items():
+            context[name] = value(zone, person.language) if person is client else ""
         if template != "booking_cancelled":
             context["link"] = link
         await queue_email(
@@ -265,6 +297,7 @@ async def create_hold(
         client_timezone=client_timezone,
         therapist_timezone=schedule.therapist.timezone,
         refund_due_kes=0,
+        paid_kes=0,
         reschedule_count=0,
         created_at=now,
         updated_at=now,
@@ -330,11 +363,36 @@ def _reminders(booking: Booking, now: datetime) -> list[BookingReminder]:
     ]
 
 
+def _receipt_line(payment: Payment | None) -> PerReader:
+    """What the client paid, for their confirmation email; empty when nothing was paid through the platform."""
+
+    def line(_zone: str, language: Language) -> str:
+        if payment is None:
+            return ""
+        amount = i18n.kes(payment.amount_kes, language)
+        if payment.receipt:
+            return gettext_in(language)(PAID_WITH_RECEIPT) % {"amount": amount, "receipt": payment.receipt}
+        return gettext_in(language)(PAID) % {"amount": amount}
+
+    return line
+
+
 async def confirm(
-    session: AsyncSession, settings: Settings, booking_id: uuid.UUID, *, now: datetime, audit: AuditContext
+    session: AsyncSession,
+    settings: Settings,
+    booking_id: uuid.UUID,
+    *,
+    now: datetime,
+    audit: AuditContext,
+    paid: Payment | None = None,
 ) -> Booking:
-    """Held (unexpired) or pending payment → confirmed; reminders scheduled, both told. Payment calls this."""
-    booking = await repository.booking_by_id(session, booking_id)
+    """Held (unexpired) or pending payment → confirmed; reminders scheduled, both told.
+
+    The payments domain passes the confirmed payment (`paid`): its amount becomes what a
+    cancellation can refund, and the client's email states it with the M-Pesa receipt.
+    Without it (an administrator), nothing counts as paid through the platform.
+    """
+    booking = await repository.lock_booking(session, booking_id)
     if booking is None:
         raise NotFoundError("No such booking.")
     if booking.status == BookingStatus.CONFIRMED:
@@ -344,11 +402,25 @@ async def confirm(
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be confirmed.")
     booking.status = BookingStatus.CONFIRMED
     booking.hold_expires_at = None
+    booking.paid_kes = paid.amount_kes if paid is not None else 0
     booking.updated_at = now
     await repository.replace_reminders(session, booking.id, _reminders(booking, now))
-    await _tell_both(session, settings, booking, "booking_confirmed", now=now)
+    await _tell_both(
+        session,
+        settings,
+        booking,
+        "booking_confirmed",
+        now=now,
+        client_only={"receipt_line": _receipt_line(paid)},
+    )
     await record(
-        session, action="booking.confirmed", context=audit, now=now, target_type="booking", target_id=str(booking.id)
+        session,
+        action="booking.confirmed",
+        context=audit,
+        now=now,
+        target_type="booking",
+        target_id=str(booking.id),
+        details={"paid_kes": booking.paid_kes},
     )
     return booking
 
@@ -371,16 +443,13 @@ async def send_due_reminders(session: AsyncSession, settings: Settings, *, now: 
 
 
 def paid_kes(booking: Booking) -> int:
-    """What the client actually paid for `booking`, in KES: the most a cancellation can refund.
+    """What the client actually paid for `booking` through the platform, in KES: the most a cancellation refunds.
 
-    0 for every booking today. There is no payments domain yet, so the platform has taken no
-    money, whatever the status says: a confirmed booking was confirmed by an administrator (any
-    payment for it was made, and is settled, outside the platform). The payments issue will record
-    the amount it takes when it confirms a booking (a column it adds with its migration, written
-    through this service) and this will read it. Deriving "paid" from the status, as before,
-    promised M-Pesa refunds of money nobody had paid. No column now: it would hold only zeros.
+    Written by `confirm` from the confirmed payment; 0 for a booking an administrator confirmed
+    (paid, and settled, outside the platform). Never derived from the status: that promised
+    M-Pesa refunds of money nobody had paid.
     """
-    return 0
+    return booking.paid_kes
 
 
 def _cancellation(settings: Settings, booking: Booking, *, by_therapist: bool, now: datetime) -> Cancellation:
@@ -392,8 +461,11 @@ def _cancellation(settings: Settings, booking: Booking, *, by_therapist: bool, n
     )
 
 
-async def _cancellable(session: AsyncSession, actor: Actor, booking_id: uuid.UUID) -> Booking:
+async def _cancellable(session: AsyncSession, actor: Actor, booking_id: uuid.UUID, *, lock: bool = False) -> Booking:
     booking = await booking_of(session, actor.user_id, booking_id)
+    if lock:
+        # A payment may be confirming it at this moment: cancel what is committed, not a stale copy.
+        booking = await repository.lock_booking(session, booking.id) or booking
     if not booking.active:
         raise BookingStateError(f"A {booking.status.replace('_', ' ')} booking cannot be cancelled.")
     return booking
@@ -420,7 +492,7 @@ async def cancel(
     now: datetime,
 ) -> Booking:
     """Cancel by the client or the therapist following the policy above; both are told."""
-    booking = await _cancellable(session, actor, booking_id)
+    booking = await _cancellable(session, actor, booking_id, lock=True)
     by_therapist = booking.therapist_id == actor.user_id
     outcome = _cancellation(settings, booking, by_therapist=by_therapist, now=now)
     booking.status = BookingStatus.CANCELLED
@@ -431,6 +503,8 @@ async def cancel(
     booking.hold_expires_at = None
     booking.updated_at = now
     await repository.replace_reminders(session, booking.id, [])
+    for hook in _cancellation_hooks:
+        await hook(session, booking, outcome, now, actor.audit)
     await _tell_both(
         session,
         settings,
@@ -521,43 +595,3 @@ async def record_outcome(
         target_id=str(booking.id),
     )
     return booking
-
-
-# ---- private notes ---------------------------------------------------------------------------------
-
-
-async def _own_session(session: AsyncSession, actor: Actor, booking_id: uuid.UUID) -> Booking:
-    """Notes belong to the booking's therapist alone: the client and admins get 'not found'."""
-    booking = await repository.booking_for(session, booking_id, actor.user_id)
-    if booking is None or booking.therapist_id != actor.user_id:
-        raise NotFoundError("No such booking.")
-    return booking
-
-
-async def write_note(
-    session: AsyncSession, encryptor: Encryptor, actor: Actor, booking_id: uuid.UUID, text: str, *, now: datetime
-) -> None:
-    booking = await _own_session(session, actor, booking_id)
-    note = await repository.note_for(session, booking.id, actor.user_id)
-    if note is None:
-        note = SessionNote(booking_id=booking.id, therapist_id=actor.user_id, created_at=now)
-        session.add(note)
-    note.ciphertext = encryptor.encrypt(text)
-    note.updated_at = now
-    await record(
-        session, action="note.written", context=actor.audit, now=now, target_type="booking", target_id=str(booking.id)
-    )
-
-
-async def read_note(
-    session: AsyncSession, encryptor: Encryptor, actor: Actor, booking_id: uuid.UUID, *, now: datetime
-) -> tuple[str, datetime | None]:
-    """The note's text (empty when none yet); every read is in the audit log."""
-    booking = await _own_session(session, actor, booking_id)
-    note = await repository.note_for(session, booking.id, actor.user_id)
-    await record(
-        session, action="note.read", context=actor.audit, now=now, target_type="booking", target_id=str(booking.id)
-    )
-    if note is None:
-        return "", None
-    return encryptor.decrypt(note.ciphertext), note.updated_at

@@ -33,7 +33,7 @@ TEMPLATE_CONTEXT: Mapping[str, frozenset[str]] = MappingProxyType(
         "therapist_rejected": frozenset({"full_name", "reason"}),
         "mfa_changed": frozenset({"full_name", "enabled"}),
         "booking_received": frozenset({"full_name", "other_name", "when", "hold_minutes", "link"}),
-        "booking_confirmed": frozenset({"full_name", "other_name", "when", "link"}),
+        "booking_confirmed": frozenset({"full_name", "other_name", "when", "link", "receipt_line"}),
         "booking_cancelled": frozenset({"full_name", "other_name", "when", "cancelled_by", "refund_note"}),
         "booking_rescheduled": frozenset({"full_name", "other_name", "when", "previous_when", "link"}),
         "booking_reminder": frozenset({"full_name", "other_name", "when", "lead", "link"}),

@@ -55,7 +55,7 @@ _DRIVER_MODULES = ("asyncpg", "aiosqlite", "sqlalchemy")
 _AFTER_COMMIT = "after_commit"
 
 
-def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+def after_commit(session: AsyncSession, callback: Callable[[], object]) -> None:
     """Run `callback` only if and after this session's transaction commits (local side effects)."""
     session.info.setdefault(_AFTER_COMMIT, []).append(callback)
 

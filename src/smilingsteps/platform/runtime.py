@@ -29,9 +29,11 @@ P = TypeVar("P")
 
 
 class Part(Protocol):
-    """What a domain keeps for the life of the app; `start` runs in the lifespan, before traffic."""
+    """What a domain keeps for the life of the app; `start` runs in the lifespan before traffic, `stop` after it."""
 
     async def start(self, runtime: Runtime) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def build_encryptor(settings: Settings) -> Encryptor:

@@ -31,6 +31,11 @@ class TaskGroup:
         if exc is not None:
             log.error("background_task_failed", task=task.get_name(), exc_info=exc)
 
+    async def settle(self, prefix: str) -> None:
+        """Until no task whose name starts with `prefix` is running (those they start included)."""
+        while running := [task for task in self._tasks if task.get_name().startswith(prefix)]:
+            await asyncio.gather(*running, return_exceptions=True)
+
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)
         for task in tasks:

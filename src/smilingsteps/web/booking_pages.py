@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from smilingsteps.accounts.models import Role, User
-from smilingsteps.bookings import listing
+from smilingsteps.bookings import listing, notes
 from smilingsteps.bookings import service as bookings
 from smilingsteps.bookings.errors import ClientOverlapError, SlotTakenError
 from smilingsteps.bookings.models import ACTIVE_STATUSES, BookingStatus
@@ -173,7 +173,7 @@ def _booking(router: APIRouter) -> None:
             terms = await bookings.cancellation_terms(session, settings, actor_of(user, client), booking.id, now=now)
         note = None
         if is_therapist:
-            note = (await bookings.read_note(session, encryptor, actor_of(user, client), booking.id, now=now))[0]
+            note = (await notes.read_note(session, encryptor, actor_of(user, client), booking.id, now=now))[0]
         return pages.page(
             request,
             viewer,
@@ -328,7 +328,7 @@ def _therapist_actions(router: APIRouter) -> None:
         parsed = validate(NoteIn, {"text": text(data, "text")}, gettext_in(viewer.language))
         if isinstance(parsed, FormErrors):
             return see_other(with_notice(f"/bookings/{wanted}", "note-too-long"))
-        await bookings.write_note(session, encryptor, actor_of(user, client), wanted, parsed.text, now=now)
+        await notes.write_note(session, encryptor, actor_of(user, client), wanted, parsed.text, now=now)
         return see_other(with_notice(f"/bookings/{wanted}", "note-saved"))
 
     @router.post("/bookings/{booking_id}/outcome")

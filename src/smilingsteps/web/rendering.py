@@ -96,6 +96,9 @@ class Pages:
             for name in environment.list_templates(extensions=["html"]):
                 environment.get_template(name)
 
+    async def stop(self) -> None:
+        """Nothing to release."""
+
     def render(self, name: str, language: Language, context: Mapping[str, Any]) -> str:
         return self._environments[language].get_template(name).render(context)
 

@@ -1,0 +1,31 @@
+"""The payments domain's periodic job (the worker's, or the development server's): reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+
+from smilingsteps.config import Settings
+from smilingsteps.payments import gateway
+from smilingsteps.payments.processing import Processor
+from smilingsteps.platform.clock import Clock, system_clock
+from smilingsteps.platform.db import Database
+from smilingsteps.platform.jobs import PeriodicJob
+
+RECONCILE_INTERVAL_S = 15.0
+BATCH = 50
+
+
+def jobs(settings: Settings, db: Database, clock: Clock = system_clock) -> list[PeriodicJob]:
+    processor = Processor(settings, db, gateway.shared(settings), clock)
+
+    async def reconcile(stop: asyncio.Event | None = None) -> int:
+        """Payments still waiting past MPESA_CHECK_AFTER_SECONDS, asked about in batches until none is due."""
+        total = 0
+        while stop is None or not stop.is_set():
+            checked = await processor.reconcile(BATCH)
+            total += checked
+            if checked < BATCH:
+                break
+        return total
+
+    return [PeriodicJob("payment-reconciliation", RECONCILE_INTERVAL_S, reconcile)]

@@ -1,0 +1,148 @@
+"""Every payments query. Attempts are read for their client, or by token hash for callbacks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smilingsteps.payments.models import MpesaCallback, PaymentAttempt
+from smilingsteps.payments.states import LIVE, PaymentStatus
+from smilingsteps.platform.db import take_write_turn
+
+
+async def lock(session: AsyncSession, payment_id: uuid.UUID) -> PaymentAttempt | None:
+    """The attempt, locked until this transaction ends, read fresh (SQLite: as the single writer)."""
+    await take_write_turn(session, table="payments", key=None)
+    statement = (
+        select(PaymentAttempt)
+        .where(PaymentAttempt.id == payment_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def by_token_hash(session: AsyncSession, token_hash: str) -> PaymentAttempt | None:
+    statement = select(PaymentAttempt).where(PaymentAttempt.callback_token_hash == token_hash)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def live_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> PaymentAttempt | None:
+    statement = select(PaymentAttempt).where(
+        PaymentAttempt.booking_id == booking_id, PaymentAttempt.status.in_([status.value for status in LIVE])
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def latest_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> PaymentAttempt | None:
+    statement = (
+        select(PaymentAttempt)
+        .where(PaymentAttempt.booking_id == booking_id)
+        .order_by(PaymentAttempt.created_at.desc(), PaymentAttempt.id.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def paid_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> PaymentAttempt | None:
+    """The booking's succeeded attempt (at most one confirms a booking)."""
+    statement = (
+        select(PaymentAttempt)
+        .where(PaymentAttempt.booking_id == booking_id, PaymentAttempt.status == PaymentStatus.SUCCEEDED)
+        .order_by(PaymentAttempt.created_at.desc())
+        .limit(1)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def of_client(session: AsyncSession, payment_id: uuid.UUID, client_id: uuid.UUID) -> PaymentAttempt | None:
+    statement = select(PaymentAttempt).where(PaymentAttempt.id == payment_id, PaymentAttempt.client_id == client_id)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def receipt_recorded(session: AsyncSession, receipt: str, *, other_than: uuid.UUID) -> bool:
+    """Whether `receipt` is already some other attempt's payment or refund receipt."""
+    statement = select(func.count()).where(
+        PaymentAttempt.id != other_than,
+        (PaymentAttempt.mpesa_receipt == receipt) | (PaymentAttempt.refund_receipt == receipt),
+    )
+    return bool((await session.execute(statement)).scalar_one())
+
+
+async def checkout_recorded(session: AsyncSession, checkout_request_id: str, *, other_than: uuid.UUID) -> bool:
+    statement = select(func.count()).where(
+        PaymentAttempt.id != other_than, PaymentAttempt.checkout_request_id == checkout_request_id
+    )
+    return bool((await session.execute(statement)).scalar_one())
+
+
+async def claim_due_checks(
+    session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
+) -> list[uuid.UUID]:
+    """Live attempts whose next check is due, claimed (their next check moved to `lease_until`).
+
+    PostgreSQL: FOR UPDATE SKIP LOCKED, so several workers take disjoint sets; SQLite: the single writer.
+    """
+    await take_write_turn(session, table="payments", key=None)
+    statement = (
+        select(PaymentAttempt)
+        .where(
+            PaymentAttempt.status.in_([status.value for status in LIVE]),
+            PaymentAttempt.next_check_at <= now,
+        )
+        .order_by(PaymentAttempt.next_check_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = list((await session.execute(statement)).scalars())
+    for attempt in claimed:
+        attempt.next_check_at = lease_until
+    return [attempt.id for attempt in claimed]
+
+
+async def add_callback(session: AsyncSession, callback: MpesaCallback) -> None:
+    session.add(callback)
+    await session.flush()
+
+
+async def search(
+    session: AsyncSession,
+    *,
+    status: PaymentStatus | None,
+    booking_id: uuid.UUID | None,
+    client_id: uuid.UUID | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[PaymentAttempt], int]:
+    """Attempts for administrators, newest first, with the total matching."""
+    conditions = []
+    if status is not None:
+        conditions.append(PaymentAttempt.status == status)
+    if booking_id is not None:
+        conditions.append(PaymentAttempt.booking_id == booking_id)
+    if client_id is not None:
+        conditions.append(PaymentAttempt.client_id == client_id)
+    if created_from is not None:
+        conditions.append(PaymentAttempt.created_at >= created_from)
+    if created_to is not None:
+        conditions.append(PaymentAttempt.created_at < created_to)
+    total = (await session.execute(select(func.count()).select_from(PaymentAttempt).where(*conditions))).scalar_one()
+    rows = await session.execute(
+        select(PaymentAttempt)
+        .where(*conditions)
+        .order_by(PaymentAttempt.created_at.desc(), PaymentAttempt.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return rows.scalars().all(), int(total)
+
+
+async def callbacks_of(session: AsyncSession, payment_id: uuid.UUID) -> Sequence[MpesaCallback]:
+    statement = select(MpesaCallback).where(MpesaCallback.payment_id == payment_id).order_by(MpesaCallback.received_at)
+    return (await session.execute(statement)).scalars().all()
