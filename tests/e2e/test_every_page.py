@@ -142,6 +142,7 @@ CASES = (
     Case("admin-person", "admin", "/admin/users/{client}", "Achieng Odhiambo"),
     Case("admin-bookings", "admin", "/admin/bookings", "Bookings"),
     Case("admin-audit", "admin", "/admin/audit-log", "Audit log"),
+    Case("admin-payments", "admin", "/admin/payments", "Payments"),
 )
 
 

@@ -46,13 +46,13 @@ FIELD_NAMES = (
     "recovery_code", "language", "current_password", "new_password", "secret", "qr", "therapist_id", "starts_at",
     "reason", "text", "outcome", "decision", "action", "bio", "specialties", "languages", "license_number",
     "price_kes", "session_minutes", "buffer_minutes", "years_of_practice", "zone", "rule-0-0-start",
-    "rule-0-0-end", "exc-0-day", "exc-0-kind", "exc-0-start", "exc-0-end", "exc-0-remove",
+    "rule-0-0-end", "exc-0-day", "exc-0-kind", "exc-0-start", "exc-0-end", "exc-0-remove", "receipt",
 )  # fmt: skip
 
 
 QUERY_NAMES = (
     "tz", "token", "next", "role", "specialty", "language", "max_price", "available_by", "q", "from", "to",
-    "status", "cursor", "action", "actor_id", "target_id", "before_seq", "page", "notice",
+    "status", "cursor", "action", "actor_id", "target_id", "before_seq", "page", "notice", "booking_id",
 )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from smilingsteps.platform.domain import Domain
 
 DOMAIN = Domain(
     name="web",
-    depends_on=("accounts", "admin", "audit", "bookings", "notifications", "therapists"),
+    depends_on=("accounts", "admin", "audit", "bookings", "notifications", "payments", "therapists"),
     pages="smilingsteps.web.router:build_pages",
     part="smilingsteps.web.rendering:install",
 )

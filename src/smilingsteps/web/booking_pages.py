@@ -6,6 +6,7 @@ as the API; someone else's booking is 'not found', as there."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
@@ -20,11 +21,15 @@ from smilingsteps.bookings import service as bookings
 from smilingsteps.bookings.errors import ClientOverlapError, SlotTakenError
 from smilingsteps.bookings.models import ACTIVE_STATUSES, BookingStatus
 from smilingsteps.bookings.schemas import BookingIn, BookingView, CancelIn, NoteIn, RescheduleIn
+from smilingsteps.config import Settings
 from smilingsteps.platform.context import ClientInfo
+from smilingsteps.platform.crypto import Encryptor
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, SettingsDep
 from smilingsteps.platform.errors import AppError, BadRequestError, NotFoundError
 from smilingsteps.platform.i18n import Language, gettext_in
 from smilingsteps.web.forms import N_, FormErrors, text, validate
+from smilingsteps.web.payment_views import NO_PANEL, pay_panel
+from smilingsteps.web.rendering import Pages
 from smilingsteps.web.routing import (
     PagesDep,
     attempt,
@@ -165,30 +170,65 @@ def _booking(router: APIRouter) -> None:
         booking_id: str,
     ) -> Response:
         user = require_user(request, viewer)
-        view = await listing.one(session, user.id, booking_id_of(booking_id))
+        page = BookingPage(request, viewer, pages, session, settings, encryptor, now, client)
+        return await page.render(user, booking_id_of(booking_id))
+
+
+@dataclass
+class BookingPage:
+    """A booking's page, as its GET shows it and as a form posted from it comes back with its errors."""
+
+    request: Request
+    viewer: Viewer
+    pages: Pages
+    session: AsyncSession
+    settings: Settings
+    encryptor: Encryptor
+    now: datetime
+    client: ClientInfo
+
+    async def render(
+        self,
+        user: User,
+        booking_id: uuid.UUID,
+        *,
+        pay_errors: FormErrors | None = None,
+        phone: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        session, now = self.session, self.now
+        view = await listing.one(session, user.id, booking_id)
         booking = view.booking
         is_therapist = booking.therapist_id == user.id
+        actor = actor_of(user, self.client)
         terms = None
         if booking.status in ACTIVE_STATUSES and booking.starts_at > now:
-            terms = await bookings.cancellation_terms(session, settings, actor_of(user, client), booking.id, now=now)
+            terms = await bookings.cancellation_terms(session, self.settings, actor, booking.id, now=now)
         note = None
+        panel = NO_PANEL  # a therapist never sees the client's payment (its receipt, its number)
         if is_therapist:
-            note = (await notes.read_note(session, encryptor, actor_of(user, client), booking.id, now=now))[0]
-        return pages.page(
-            request,
-            viewer,
+            note = (await notes.read_note(session, self.encryptor, actor, booking.id, now=now))[0]
+        else:
+            panel = await pay_panel(session, user.id, booking, account_phone=user.phone, now=now)
+        return self.pages.page(
+            self.request,
+            self.viewer,
             "booking.html",
             view=view,
             booking=booking,
             is_therapist=is_therapist,
-            words=status_words(viewer.language),
+            words=status_words(self.viewer.language),
             now=now,
-            zone=zone_for(view, viewer),
+            zone=zone_for(view, self.viewer),
             terms=terms,
             note=note,
-            free_hours=settings.BOOKING_FREE_CANCELLATION_HOURS,
+            free_hours=self.settings.BOOKING_FREE_CANCELLATION_HOURS,
             errors=FormErrors(),
+            pay_errors=pay_errors or FormErrors(),
+            phone=panel.phone if phone is None else phone,
+            panel=panel,
             can_record=is_therapist and booking.status is BookingStatus.CONFIRMED and now >= booking.ends_at,
+            status=status,
         )
 
 

@@ -25,7 +25,7 @@ from smilingsteps.platform.context import request_id_of
 from smilingsteps.platform.errors import AppError
 from smilingsteps.platform.i18n import LANGUAGE_NAMES, Language
 from smilingsteps.platform.runtime import Runtime
-from smilingsteps.web import vocabulary
+from smilingsteps.web import payment_views, vocabulary
 from smilingsteps.web.assets import Assets
 from smilingsteps.web.viewer import CSRF_FIELD, Viewer, language_of_request
 
@@ -79,6 +79,8 @@ def _environment(language: Language, assets: Assets) -> Environment:
         specialty=vocabulary.specialty_namer(language),
         session_language=vocabulary.language_namer(language),
         iso=lambda value: value.isoformat() if isinstance(value, datetime | date) else str(value),
+        local_phone=payment_views.local_phone,
+        masked_phone=payment_views.masked_phone,
     )
     return env
 

@@ -9,6 +9,7 @@ from smilingsteps.web import (
     admin_pages,
     auth_pages,
     booking_pages,
+    payment_pages,
     public_pages,
     therapist_pages,
 )
@@ -17,6 +18,14 @@ from smilingsteps.web.routing import page_router
 
 def build_pages() -> APIRouter:
     router = page_router()
-    for part in (public_pages, auth_pages, account_pages, booking_pages, therapist_pages, admin_pages):
+    for part in (
+        public_pages,
+        auth_pages,
+        account_pages,
+        booking_pages,
+        payment_pages,
+        therapist_pages,
+        admin_pages,
+    ):
         router.include_router(part.build_pages())
     return router
