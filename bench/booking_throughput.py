@@ -770,30 +770,8 @@ async def measure(
             "runs": what_if_runs,
         }
     result["checks"] = await verify(admin, people, workload.race_ledger, workload.distinct_ledger)
-    result["server_errors"] = {variant: server_errors(workdir / f"app-{variant}.log") for variant in VARIANTS}
+    result["server_errors"] = {variant: harness.server_errors(workdir / f"app-{variant}.log") for variant in VARIANTS}
     return result
-
-
-def server_errors(log_file: Path) -> dict[str, Any]:
-    """Error-level lines of a server's JSON log: counted by event and exception, the first few kept."""
-    if not log_file.exists():
-        return {"lines": 0}
-    counts: Counter[str] = Counter()
-    examples: list[str] = []
-    with log_file.open(encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if '"level":"error"' not in line.replace(" ", ""):
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                counts["unparsed"] += 1
-                continue
-            text = str(event.get("exception", "")).strip()
-            counts[f"{event.get('event')}: {text.splitlines()[-1][:200] if text else ''}"] += 1
-            if len(examples) < 2:
-                examples.append(str(event.get("exception", ""))[-4000:])
-    return {"lines": sum(counts.values()), "by_event": dict(counts.most_common()), "examples": examples}
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -173,6 +173,29 @@ def log_statuses(log_file: Path, *needles: str) -> dict[str, int]:
     return counts
 
 
+def server_errors(log_file: Path, level: str = "error") -> dict[str, Any]:
+    """`level` lines (error by default) of a server's JSON log: counted by event and exception, the first
+    few kept."""
+    if not log_file.exists():
+        return {"lines": 0}
+    counts: Counter[str] = Counter()
+    examples: list[str] = []
+    with log_file.open(encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            if f'"level":"{level}"' not in line.replace(" ", ""):
+                continue
+            try:
+                event = json.loads(line)
+            except ValueError:
+                counts["unparsed"] += 1
+                continue
+            text = str(event.get("exception", "")).strip()
+            counts[f"{event.get('event')}: {text.splitlines()[-1][:200] if text else ''}"] += 1
+            if len(examples) < 2:
+                examples.append(str(event.get("exception", ""))[-4000:])
+    return {"lines": sum(counts.values()), "by_event": dict(counts.most_common()), "examples": examples}
+
+
 # --------------------------------------------------------------------------
 # Options, CPUs and the command line
 # --------------------------------------------------------------------------
@@ -824,16 +847,19 @@ async def load_phase(
     *,
     record: bool = True,
     success: str | None = None,
+    check: Callable[[int, bytes], bool] | None = None,
 ) -> dict[str, Any]:
     """`connections` workers send requests from `stream` until `duration` has passed (or it runs dry).
 
     Reports requests and 2xx per second, outcomes, latency percentiles, CPU per request (server, the
     database's backends, PostgreSQL's shared processes, this process), busy fractions, and the load
-    from outside the run. With `success` (e.g. "booking"), 201s per second and CPU per 201 as well."""
+    from outside the run. With `success` (e.g. "booking"), 201s per second and CPU per 201 as well.
+    With `check(status, body)`, the responses it refuses are counted (`failed_check`)."""
     conns = [await Connection.open(target.ports[i % len(target.ports)]) for i in range(connections)]
     backends, shared = await _pg_processes(target)
     latencies: list[int] = []
     outcomes: Counter[str] = Counter()
+    failed_check = 0
     ledger = stream.ledger
     before = _cpu_snapshot(target, backends, shared)
     started = time.perf_counter()
@@ -841,7 +867,7 @@ async def load_phase(
     last_done = started
 
     async def worker(conn: Connection) -> None:
-        nonlocal last_done
+        nonlocal last_done, failed_check
         while time.perf_counter() < deadline:
             item = stream.take()
             if item is None:
@@ -851,6 +877,8 @@ async def load_phase(
             status, body = await conn.send(raw)
             latencies.append(time.perf_counter_ns() - sent)
             outcomes[outcome(status, body)] += 1
+            if check is not None and not check(status, body):
+                failed_check += 1
             if status == 201 and ledger is not None and tag is not None:
                 ledger.successes.append(tag)
             last_done = time.perf_counter()
@@ -893,6 +921,8 @@ async def load_phase(
         ),
         "pg_busy_fraction": round(cpu["pg_backends_s"] / elapsed, 3),
     }
+    if check is not None:
+        result["failed_check"] = failed_check
     if success:
         successes = outcomes.get("201", 0)
         result[f"{success}s_per_second"] = round(successes / elapsed, 1)

@@ -3,6 +3,8 @@
 * py-spy: the ``record`` command, its raw (collapsed) output read back as stacks, and the layers
   of the app's middleware stack a sample is charged to (``stack_layer``); ``spy_on`` samples a
   live server while a load runs and reports the layers' shares and µs;
+* ``FrameSampler``: a sampling profiler inside a server process, writing py-spy's raw format (for
+  machines without py-spy);
 * in process: a uvicorn-like ASGI scope and direct ASGI calls (``call_asgi``), and cProfile
   statistics by function and by source file.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import pstats
 import re
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -75,6 +78,43 @@ def shares(counts: Mapping[str, int], total: int, us: float) -> dict[str, dict[s
         name: {"share": round(n / total, 4), "us": round(n / total * us, 1)}
         for name, n in sorted(counts.items(), key=lambda item: -item[1])
     }
+
+
+class FrameSampler:
+    """A sampling profiler inside a server process, for machines without py-spy. A CPU-time interval
+    timer (``setitimer(ITIMER_PROF)``, the process's CPU time) raises SIGPROF about `rate` times per
+    CPU-second, and its handler, which Python runs in the main thread at the next bytecode boundary,
+    records the main thread's Python stack: samples are spread in proportion to CPU time, and an idle
+    process is not sampled. `stop()` writes the stacks in py-spy's raw (collapsed) format, so
+    ``collapsed`` and ``normalise`` read them. Python frames only: time in C (asyncpg's protocol, json,
+    hashing) is charged to the Python frame that called it, as with py-spy without --native. A greenlet's
+    frames (SQLAlchemy's async ORM) do not link back to the coroutine that awaits them, as with py-spy.
+    Start and stop it in the main thread."""
+
+    def __init__(self, out: Path, rate: int = 200) -> None:
+        self.out = out
+        self.interval = 1.0 / rate
+        self.counts: Counter[tuple[tuple[Any, int], ...]] = Counter()
+
+    def _sample(self, _signum: int, frame: Any) -> None:
+        stack: list[tuple[Any, int]] = []
+        while frame is not None:
+            stack.append((frame.f_code, frame.f_lineno))
+            frame = frame.f_back
+        self.counts[tuple(reversed(stack))] += 1
+
+    def start(self) -> None:
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+
+    def stop(self) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, signal.SIG_IGN)
+        lines = []
+        for stack, count in self.counts.items():
+            frames = ";".join(f"{code.co_qualname} ({where(code.co_filename)}:{line})" for code, line in stack)
+            lines.append(f"thread (0): MainThread;{frames} {count}")
+        self.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------
