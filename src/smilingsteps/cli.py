@@ -1,4 +1,4 @@
-"""Command line: smilingsteps serve | worker | migrate | check-config | audit verify.
+"""Command line: smilingsteps serve | worker | migrate | check-config | create-admin | audit verify | mpesa-simulator.
 
 Every command validates the configuration first; a bad value prints one line
 per problem naming the variable and exits 2, with no traceback. Any other
@@ -239,6 +239,30 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mpesa_simulator(args: argparse.Namespace) -> int:
+    """A local Daraja for development and tests: credentials from the MPESA_* variables, or the simulator's own."""
+    settings = load_settings_or_exit()
+    if settings.is_production:
+        _err("mpesa-simulator is for development and tests; it never runs with APP_ENV=production")
+        return EXIT_CONFIG
+    import asyncio
+
+    from smilingsteps.payments.mpesa import simulator
+    from smilingsteps.platform.logging import configure_logging
+
+    configure_logging(settings)
+    key, secret, passkey = settings.MPESA_CONSUMER_KEY, settings.MPESA_CONSUMER_SECRET, settings.MPESA_PASSKEY
+    daraja = simulator.DarajaSimulator(
+        consumer_key=key.get_secret_value() if key else simulator.DEFAULT_KEY,
+        consumer_secret=secret.get_secret_value() if secret else simulator.DEFAULT_SECRET,
+        shortcode=settings.MPESA_SHORTCODE or simulator.DEFAULT_SHORTCODE,
+        passkey=passkey.get_secret_value() if passkey else simulator.DEFAULT_PASSKEY,
+        delay=args.delay if args.delay is not None else settings.MPESA_SIMULATOR_DELAY,
+    )
+    asyncio.run(simulator.run_forever(daraja, host=args.host, port=args.port))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smilingsteps", description="Smiling Steps teletherapy platform")
     parser.add_argument("--version", action="version", version=f"smilingsteps {__version__}")
@@ -279,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchor", metavar="SEQ:HASH", default=None, help="an earlier run's head; fail unless it still holds"
     )
     verify.set_defaults(handler=cmd_audit_verify)
+
+    daraja = commands.add_parser(
+        "mpesa-simulator", help="run a local Daraja (OAuth, STK push and query, callbacks) for development"
+    )
+    daraja.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    daraja.add_argument("--port", type=int, default=8089, help="port (default 8089)")
+    daraja.add_argument(
+        "--delay", type=float, default=None, help="seconds before calling back (default: MPESA_SIMULATOR_DELAY)"
+    )
+    daraja.set_defaults(handler=cmd_mpesa_simulator)
     return parser
 
 

@@ -89,6 +89,14 @@ async def sign_in(app: FastAPI, user: User) -> Person:
     return Person(user.id, user.email, http)
 
 
+async def user_row(app: FastAPI, user_id: uuid.UUID) -> User:
+    """A stored account (to sign in as it)."""
+    async with runtime(app).db.session() as session:
+        found = await session.get(User, user_id)
+    assert found is not None
+    return found
+
+
 async def admin_person(app: FastAPI) -> Person:
     """An administrator with TOTP on, signed in with both steps (the admin API refuses a session without MFA)."""
     user = await make_user(app, role=Role.ADMIN, full_name="Grace Admin")

@@ -39,10 +39,11 @@ async def live_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> Paym
 
 
 async def latest_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> PaymentAttempt | None:
+    """The newest attempt; of two begun in the same instant the one still open (attempts follow each other)."""
     statement = (
         select(PaymentAttempt)
         .where(PaymentAttempt.booking_id == booking_id)
-        .order_by(PaymentAttempt.created_at.desc(), PaymentAttempt.id.desc())
+        .order_by(PaymentAttempt.created_at.desc(), PaymentAttempt.settled_at.desc().nulls_first())
         .limit(1)
     )
     return (await session.execute(statement)).scalar_one_or_none()

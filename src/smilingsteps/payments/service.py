@@ -74,6 +74,11 @@ CHECK_LEASE = timedelta(seconds=60)
 RECHECK_AFTER = timedelta(seconds=30)
 
 
+def stored_payload(body: bytes) -> str:
+    """The callback as received, as text any database keeps: bad UTF-8 replaced, NUL escaped (PostgreSQL refuses it)."""
+    return body[:CALLBACK_MAX_BYTES].decode("utf-8", errors="replace").replace("\x00", "\\u0000")
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -496,7 +501,7 @@ async def _store(
             result_code=None if callback is None else callback.result_code,
             outcome=outcome,
             source_ip=source_ip,
-            payload=body[:CALLBACK_MAX_BYTES].decode("utf-8", errors="replace"),
+            payload=stored_payload(body),
             received_at=now,
         )
     )

@@ -180,13 +180,13 @@ class DarajaClient:
         body = await self._authorised("POST", protocol.STK_PUSH_PATH, payload, idempotent=False)
         if str(body.get("ResponseCode")) != "0":
             raise DarajaRefusedError(
-                str(body.get("ResponseDescription") or body.get("errorMessage") or "STK push refused")[:300],
+                protocol.plain_text(body.get("ResponseDescription") or body.get("errorMessage") or "STK push refused"),
                 error_code=str(body.get("ResponseCode")),
             )
         merchant, checkout = body.get("MerchantRequestID"), body.get("CheckoutRequestID")
         if not isinstance(merchant, str) or not isinstance(checkout, str) or not checkout or len(checkout) > 64:
             raise DarajaUnavailableError("Daraja accepted the STK push without usable request ids")
-        return StkPushAccepted(merchant, checkout, str(body.get("CustomerMessage") or "")[:300])
+        return StkPushAccepted(merchant, checkout, protocol.plain_text(body.get("CustomerMessage")))
 
     async def stk_query(self, checkout_request_id: str, *, now: datetime) -> StkQueryAnswer:
         """Where M-Pesa is with this push: its result code, or still processing."""
@@ -201,7 +201,7 @@ class DarajaClient:
             code = int(str(body.get("ResultCode")))  # a string in the query's answer
         except ValueError:
             raise DarajaUnavailableError("Daraja's STK query answer has no ResultCode") from None
-        return StkQueryAnswer(code, str(body.get("ResultDesc") or "")[:300])
+        return StkQueryAnswer(code, protocol.plain_text(body.get("ResultDesc")))
 
     # ---- transport -------------------------------------------------------------------
 
@@ -268,7 +268,7 @@ class DarajaClient:
         if response.status_code >= 400 or _is_error_body(body):
             error = DarajaUnavailableError if response.status_code >= 500 else DarajaRefusedError
             raise error(
-                str((body or {}).get("errorMessage") or f"Daraja answered {response.status_code}")[:300],
+                protocol.plain_text((body or {}).get("errorMessage") or f"Daraja answered {response.status_code}"),
                 status=response.status_code,
                 error_code=_str_or_none((body or {}).get("errorCode")),
                 request_id=_str_or_none((body or {}).get("requestId")),

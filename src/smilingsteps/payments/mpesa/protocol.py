@@ -96,9 +96,19 @@ class StkCallback:
 
 
 def _text(value: object, name: str, *, limit: int = 64) -> str:
+    """An identifier: printable ASCII only (Daraja's are; a NUL or a bidi control is an attack)."""
     if not isinstance(value, str) or not value or len(value) > limit:
         raise MalformedCallbackError(f"{name} must be a non-empty string of at most {limit} characters")
+    if not (value.isascii() and value.isprintable()):
+        raise MalformedCallbackError(f"{name} must be printable ASCII")
     return value
+
+
+def plain_text(value: object, *, limit: int = 300) -> str:
+    """Free text from Daraja (a ResultDesc), without control characters, at most `limit` characters."""
+    if not isinstance(value, str):
+        return ""
+    return "".join(c if c.isprintable() else " " for c in value[:limit]).strip()
 
 
 def _integer(value: object, name: str) -> int:
@@ -154,7 +164,7 @@ def parse_callback(payload: Any) -> StkCallback:
         merchant_request_id=_text(callback.get("MerchantRequestID"), "MerchantRequestID"),
         checkout_request_id=_text(callback.get("CheckoutRequestID"), "CheckoutRequestID"),
         result_code=result_code,
-        result_desc=desc[:300] if isinstance(desc, str) else "",
+        result_desc=plain_text(desc),
     )
     metadata = callback.get("CallbackMetadata")
     if result_code != 0:

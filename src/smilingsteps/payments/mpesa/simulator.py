@@ -139,6 +139,7 @@ class DarajaSimulator:
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self._tokens: dict[str, float] = {}
         self._changed = asyncio.Condition()
+        self._released = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
         self.app = Starlette(
@@ -174,7 +175,12 @@ class DarajaSimulator:
             )
         return self.pushes[checkout_request_id].callbacks_delivered
 
+    def release(self) -> None:
+        """Let every held ("slow") answer go, so the server can stop."""
+        self._released.set()
+
     async def close(self) -> None:
+        self.release()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -223,7 +229,7 @@ class DarajaSimulator:
         if fault == "refuse":
             return _error(400, "400.002.02", "Bad Request - Invalid PartyB")
         if fault == "slow":
-            await asyncio.sleep(3600)
+            await self._released.wait()  # until the simulator stops: longer than any client waits
         raise ValueError(f"unknown fault {fault!r}")
 
     async def stk_push(self, request: Request) -> Response:
@@ -349,6 +355,7 @@ class DarajaSimulator:
 
 
 def loopback_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
+    """A listening socket on `host` (loopback unless told): a free port when `port` is 0."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -369,7 +376,7 @@ class _EmbeddedServer(uvicorn.Server):
 async def serving_asgi(app: Any, sock: socket.socket, *, embedded: bool = True) -> AsyncIterator[str]:
     """Serve an ASGI app on this event loop from a bound socket; yields its base URL."""
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, timeout_graceful_shutdown=5)
     server = _EmbeddedServer(config) if embedded else uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name=f"http-server-{port}")
     try:
@@ -386,19 +393,26 @@ async def serving_asgi(app: Any, sock: socket.socket, *, embedded: bool = True) 
 
 
 @contextlib.asynccontextmanager
-async def serving(
-    simulator: DarajaSimulator, *, host: str = "127.0.0.1", port: int = 0, embedded: bool = True
-) -> AsyncIterator[str]:
+async def serving(simulator: DarajaSimulator, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
     """Serve `simulator` on this event loop; yields its base URL (a free port when `port` is 0)."""
     try:
-        async with serving_asgi(simulator.app, loopback_socket(host, port), embedded=embedded) as url:
-            yield url
+        async with serving_asgi(simulator.app, loopback_socket(host, port)) as url:
+            try:
+                yield url
+            finally:
+                simulator.release()
     finally:
         await simulator.close()
 
 
 async def run_forever(simulator: DarajaSimulator, *, host: str, port: int) -> None:
-    """`smilingsteps mpesa-simulator`: serve until interrupted."""
-    async with serving(simulator, host=host, port=port, embedded=False) as url:
-        log.info("simulator_started", url=url, delay_s=simulator.delay, shortcode=simulator.shortcode)
-        await asyncio.Event().wait()
+    """`smilingsteps mpesa-simulator`: serve until SIGINT or SIGTERM (uvicorn's own handlers)."""
+    sock = loopback_socket(host, port)
+    server = uvicorn.Server(uvicorn.Config(simulator.app, lifespan="off", log_config=None, access_log=False))
+    bound = sock.getsockname()[1]
+    log.info("simulator_started", url=f"http://{host}:{bound}", delay_s=simulator.delay, shortcode=simulator.shortcode)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()
+        await simulator.close()
