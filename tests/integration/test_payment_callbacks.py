@@ -57,7 +57,8 @@ async def test_a_callback_replayed_100_times_at_once_counts_once(world: World) -
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=100)) as http:
         answers = await asyncio.gather(*(http.post(url, json=body) for _ in range(100)))
     assert {(a.status_code, a.text) for a in answers} == {(200, '{"ResultCode":0,"ResultDesc":"Accepted"}')}
-    await world.settle()
+    assert (await world.payment(payment_id)).status is PaymentStatus.PENDING  # heard, not yet checked
+    assert await world.reconcile() == 1  # the worker's pass: the STK query
     payment = await world.payment(payment_id)
     assert payment.status is PaymentStatus.SUCCEEDED
     assert (await world.booking(booking_id)).status is BookingStatus.CONFIRMED
@@ -93,7 +94,7 @@ async def test_a_mismatched_callback_confirms_nothing_and_is_recorded(world: Wor
     booking_id, payment_id, body, url = await open_payment(world)
     change(body["Body"]["stkCallback"])
     assert (await post(url, body)).status_code == 200
-    await world.settle()
+    assert await world.reconcile() == 0  # nothing to check: the callback was not believed
     assert (await world.payment(payment_id)).status is PaymentStatus.PENDING
     assert (await world.booking(booking_id)).status is BookingStatus.PENDING_PAYMENT
     assert [row.outcome for row in await world.callbacks(payment_id)] == ["mismatch"]
@@ -122,7 +123,7 @@ async def test_a_malformed_callback_is_kept_and_acknowledged_without_effect(worl
     booking_id, payment_id, _, url = await open_payment(world)
     answer = await post(url, body)
     assert answer.status_code == 200, answer.text
-    await world.settle()
+    assert await world.reconcile() == 0
     assert (await world.payment(payment_id)).status is PaymentStatus.PENDING
     assert (await world.booking(booking_id)).status is BookingStatus.PENDING_PAYMENT
     [stored] = await world.callbacks(payment_id)
@@ -145,7 +146,7 @@ async def test_a_success_daraja_does_not_confirm_never_confirms_the_booking(worl
     push = world.simulator.push_for(msisdn(NEVER_DECIDED))
     forged = world.simulator.callback_body(push)  # right ids, amount and phone: only the STK query can tell
     assert (await post(url, forged)).status_code == 200
-    await world.settle()
+    assert await world.reconcile() == 1
     payment = await world.payment(payment_id)
     assert payment.status is PaymentStatus.PENDING
     assert (await world.booking(booking_id)).status is BookingStatus.PENDING_PAYMENT

@@ -57,11 +57,12 @@ class World:
         await runtime(self.app).tasks.settle("mpesa-")
 
     async def called_back(self, phone: str, count: int = 1) -> Push:
-        """Until the simulator's callbacks for the latest push to `phone` were answered, and their checks done."""
+        """Until the simulator's callbacks for the latest push to `phone` were answered, and checked as the
+        worker checks them (its pass asks Daraja about every payment whose check is due)."""
         await self.settle()
         push = self.simulator.push_for(msisdn(phone))
         await self.simulator.delivered(push.checkout_request_id, count)
-        await self.settle()
+        await self.reconcile()
         return push
 
     async def reconcile(self) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from smilingsteps.platform.errors import ConflictError, ServiceUnavailableError
+from smilingsteps.platform.errors import ConflictError
 
 
 class PaymentStateError(ConflictError):
@@ -12,8 +12,3 @@ class PaymentStateError(ConflictError):
 class ReceiptTakenError(ConflictError):
     slug, title = "receipt-taken", "That M-Pesa receipt is already recorded"
     default_detail = "That M-Pesa receipt number is already recorded for another payment or refund."
-
-
-class MpesaUnavailableError(ServiceUnavailableError):
-    slug, title = "mpesa-unavailable", "M-Pesa is unavailable"
-    default_detail = "M-Pesa cannot be reached just now; try again in a minute."

@@ -1,4 +1,11 @@
-"""The payments domain's periodic job (the worker's, or the development server's): reconciliation."""
+"""The payments domain's periodic job (the worker's, or the development server's): checking payments.
+
+One pass asks Daraja (STK query) about every attempt whose check is due: a success callback makes
+its check due at once, an attempt nobody answered is due MPESA_CHECK_AFTER_SECONDS after it began.
+The pass runs every few seconds, so a paid booking is confirmed moments after the callback
+without the web process spending its time on it; a process that runs the jobs itself is woken by
+the callback instead.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,8 @@ from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.db import Database
 from smilingsteps.platform.jobs import PeriodicJob
 
-RECONCILE_INTERVAL_S = 15.0
+RECONCILIATION = "payment-reconciliation"
+RECONCILE_INTERVAL_S = 2.0
 BATCH = 50
 
 
@@ -28,4 +36,4 @@ def jobs(settings: Settings, db: Database, clock: Clock = system_clock) -> list[
                 break
         return total
 
-    return [PeriodicJob("payment-reconciliation", RECONCILE_INTERVAL_S, reconcile)]
+    return [PeriodicJob(RECONCILIATION, RECONCILE_INTERVAL_S, reconcile)]

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.payments.models import MpesaCallback, PaymentAttempt
 from smilingsteps.payments.states import LIVE, PaymentStatus
-from smilingsteps.platform.db import take_write_turn
+from smilingsteps.platform.db import execute_core, take_write_turn
+from smilingsteps.platform.models import table_of
 
 
 async def lock(session: AsyncSession, payment_id: uuid.UUID) -> PaymentAttempt | None:
@@ -26,9 +28,33 @@ async def lock(session: AsyncSession, payment_id: uuid.UUID) -> PaymentAttempt |
     return (await session.execute(statement)).scalar_one_or_none()
 
 
-async def by_token_hash(session: AsyncSession, token_hash: str) -> PaymentAttempt | None:
-    statement = select(PaymentAttempt).where(PaymentAttempt.callback_token_hash == token_hash)
-    return (await session.execute(statement)).scalar_one_or_none()
+@dataclass(frozen=True)
+class CallbackTarget:
+    """What a callback is checked against, read without the ORM (every callback, replays included, reads it)."""
+
+    id: uuid.UUID
+    booking_id: uuid.UUID
+    status: PaymentStatus
+    result_code: int | None
+    checkout_request_id: str | None
+    callback_token_hash: str
+
+
+_ATTEMPTS = table_of(PaymentAttempt)
+_CALLBACK_TARGET = select(*(_ATTEMPTS.c[name] for name in CallbackTarget.__dataclass_fields__)).where(
+    _ATTEMPTS.c.callback_token_hash == bindparam("token_hash")
+)
+_INSERT_CALLBACK = insert(table_of(MpesaCallback))
+
+
+async def callback_target(session: AsyncSession, token_hash: str) -> CallbackTarget | None:
+    """The attempt whose callback token hashes to `token_hash` (prebuilt Core: bench/payment_callbacks.py)."""
+    row = (await execute_core(session, _CALLBACK_TARGET, {"token_hash": token_hash})).first()
+    if row is None:
+        return None
+    values = {name: row._mapping[name] for name in CallbackTarget.__dataclass_fields__}
+    values["status"] = PaymentStatus(values["status"])
+    return CallbackTarget(**values)
 
 
 async def live_for_booking(session: AsyncSession, booking_id: uuid.UUID) -> PaymentAttempt | None:
@@ -105,9 +131,9 @@ async def claim_due_checks(
     return [attempt.id for attempt in claimed]
 
 
-async def add_callback(session: AsyncSession, callback: MpesaCallback) -> None:
-    session.add(callback)
-    await session.flush()
+async def add_callback(session: AsyncSession, **values: object) -> None:
+    """Store one received callback (a Core INSERT: every callback writes one)."""
+    await execute_core(session, _INSERT_CALLBACK, {"id": uuid.uuid4(), **values})
 
 
 async def search(

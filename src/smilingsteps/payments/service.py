@@ -50,7 +50,7 @@ from smilingsteps.bookings.policy import Cancellation
 from smilingsteps.config import Settings
 from smilingsteps.payments import repository
 from smilingsteps.payments.errors import PaymentStateError, ReceiptTakenError
-from smilingsteps.payments.models import CallbackOutcome, MpesaCallback, PaymentAttempt
+from smilingsteps.payments.models import CallbackOutcome, PaymentAttempt
 from smilingsteps.payments.mpesa import protocol
 from smilingsteps.payments.mpesa.client import StkQueryAnswer
 from smilingsteps.payments.states import (
@@ -248,12 +248,16 @@ async def payment_by_id(session: AsyncSession, payment_id: uuid.UUID) -> Payment
 # ---- settling ----------------------------------------------------------------------------------
 
 
-async def _lock_with_booking(session: AsyncSession, payment_id: uuid.UUID) -> PaymentAttempt | None:
+async def _lock_with_booking(
+    session: AsyncSession, payment_id: uuid.UUID, booking_id: uuid.UUID | None = None
+) -> PaymentAttempt | None:
     """The attempt locked, its booking locked first: every path takes them in that order (no deadlock)."""
-    current = await session.get(PaymentAttempt, payment_id)
-    if current is None:
-        return None
-    await paying.lock_for_payment(session, current.booking_id)
+    if booking_id is None:
+        current = await session.get(PaymentAttempt, payment_id)
+        if current is None:
+            return None
+        booking_id = current.booking_id
+    await paying.lock_for_payment(session, booking_id)
     return await repository.lock(session, payment_id)
 
 
@@ -389,9 +393,15 @@ async def receive_callback(
     audit: AuditContext,
     audit_unknown: bool = True,
 ) -> CallbackResult:
-    """Store and apply one callback; whatever it holds, it is acknowledged (Safaricom only needs to know we have it)."""
-    found = await repository.by_token_hash(session, token_hash(token))
-    if found is None or not hmac.compare_digest(found.callback_token_hash, token_hash(token)):
+    """Store and apply one callback; whatever it holds, it is acknowledged (Safaricom only needs to know we have it).
+
+    A callback the attempt has already heard (a replay) is stored and changes nothing, without a
+    lock: it is decided from the attempt as committed, which only ever moves away from waiting.
+    Anything else is decided again under the booking's and the attempt's locks.
+    """
+    digest = token_hash(token)
+    found = await repository.callback_target(session, digest)
+    if found is None or not hmac.compare_digest(found.callback_token_hash, digest):
         # Nothing is stored for a token no attempt has (anyone can send these); the audit row is
         # written when the caller's throttle allows it, so a flood cannot turn into a write flood.
         log.warning("payment_callback_unknown_token", source_ip=source_ip, bytes=len(body))
@@ -400,19 +410,42 @@ async def receive_callback(
                 session, action="payment.callback_forged", context=audit, now=now, details={"bytes": len(body)}
             )
         return CallbackResult(CallbackOutcome.UNKNOWN_TOKEN, None)
-    attempt = await _lock_with_booking(session, found.id)
-    assert attempt is not None
     try:
         callback = protocol.parse_callback(_decode(body))
     except protocol.MalformedCallbackError as exc:
+        attempt = await _lock_with_booking(session, found.id, found.booking_id)
+        assert attempt is not None
         await _store(
-            session, attempt, callback=None, outcome=CallbackOutcome.MALFORMED, body=body, source_ip=source_ip, now=now
+            session,
+            attempt.id,
+            callback=None,
+            outcome=CallbackOutcome.MALFORMED,
+            body=body,
+            source_ip=source_ip,
+            now=now,
         )
         await _security_event(session, attempt, "payment.callback_malformed", now=now, problem=str(exc), audit=audit)
         return CallbackResult(CallbackOutcome.MALFORMED, attempt.id)
+    heard = _already_heard(found, callback)
+    if heard is not None:
+        await _store(session, found.id, callback=callback, outcome=heard, body=body, source_ip=source_ip, now=now)
+        return CallbackResult(heard, found.id)
+    attempt = await _lock_with_booking(session, found.id, found.booking_id)
+    assert attempt is not None
     outcome = await _apply_callback(session, settings, attempt, callback, now=now, audit=audit)
-    await _store(session, attempt, callback=callback, outcome=outcome, body=body, source_ip=source_ip, now=now)
+    await _store(session, attempt.id, callback=callback, outcome=outcome, body=body, source_ip=source_ip, now=now)
     return CallbackResult(outcome, attempt.id, verify=outcome == CallbackOutcome.AWAITING_CHECK)
+
+
+def _already_heard(found: repository.CallbackTarget, callback: protocol.StkCallback) -> str | None:
+    """REPLAY or FINISHED when the attempt, as committed, has already heard this answer; None to decide under lock."""
+    if found.checkout_request_id is not None and callback.checkout_request_id != found.checkout_request_id:
+        return None  # a mismatch: recorded as a security event, under lock
+    if found.result_code is not None and found.result_code == callback.result_code:
+        return CallbackOutcome.REPLAY
+    if not awaits_answer(found.status):
+        return CallbackOutcome.FINISHED
+    return None
 
 
 async def _apply_callback(
@@ -475,6 +508,7 @@ async def _hear_success(
     attempt.result_code = 0
     attempt.result_desc = callback.result_desc or None
     attempt.mpesa_receipt = callback.receipt
+    attempt.next_check_at = now  # the STK query that confirms it is due at once (the checks job)
     if callback.transaction_date is not None:
         try:
             attempt.paid_at = protocol.from_nairobi_timestamp(callback.transaction_date)
@@ -486,7 +520,7 @@ async def _hear_success(
 
 async def _store(
     session: AsyncSession,
-    attempt: PaymentAttempt | None,
+    payment_id: uuid.UUID | None,
     *,
     callback: protocol.StkCallback | None,
     outcome: str,
@@ -494,18 +528,16 @@ async def _store(
     source_ip: str | None,
     now: datetime,
 ) -> None:
-    session.add(
-        MpesaCallback(
-            payment_id=None if attempt is None else attempt.id,
-            checkout_request_id=None if callback is None else callback.checkout_request_id,
-            result_code=None if callback is None else callback.result_code,
-            outcome=outcome,
-            source_ip=source_ip,
-            payload=stored_payload(body),
-            received_at=now,
-        )
+    await repository.add_callback(
+        session,
+        payment_id=payment_id,
+        checkout_request_id=None if callback is None else callback.checkout_request_id,
+        result_code=None if callback is None else callback.result_code,
+        outcome=outcome,
+        source_ip=source_ip,
+        payload=stored_payload(body),
+        received_at=now,
     )
-    await session.flush()
 
 
 async def _security_event(

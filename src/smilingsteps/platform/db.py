@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from smilingsteps.config import DbSslMode, Settings
-from smilingsteps.platform.errors import AppError, DatabaseUnavailableError
+from smilingsteps.platform.errors import AppError, DatabaseUnavailableError, ServerBusyError
 
 log = structlog.get_logger("smilingsteps.db")
 T = TypeVar("T")
@@ -140,8 +140,12 @@ def _sqlstate(exc: BaseException) -> str | None:
 
 def is_unavailable(exc: BaseException) -> bool:
     """True when the error means the database cannot be reached (not a bad query)."""
-    if isinstance(exc, DatabaseUnavailableError | sa_exc.TimeoutError):
+    if isinstance(exc, DatabaseUnavailableError):
         return True
+    if isinstance(exc, sa_exc.TimeoutError):
+        # Every pooled connection stayed busy for DB_POOL_TIMEOUT: this process is overloaded, the
+        # database answers. Treating it as an outage turned a busy minute into 503s on every route.
+        return False
     if isinstance(exc, OSError | TimeoutError):
         return raised_by_database_driver(exc)
     if isinstance(exc, sa_exc.DBAPIError):
@@ -431,6 +435,9 @@ class Database:
         if is_unavailable(exc):
             self.mark_unavailable(exc)
             return DatabaseUnavailableError(retry_after=self.retry_after)
+        if isinstance(exc, sa_exc.TimeoutError):
+            log.warning("database_pool_exhausted", pool_timeout_s=self.settings.DB_POOL_TIMEOUT)
+            return ServerBusyError(retry_after=1)
         return None
 
     @asynccontextmanager

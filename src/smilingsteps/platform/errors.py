@@ -124,6 +124,11 @@ class ServiceUnavailableError(AppError):
         super().__init__(detail, headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
 
 
+class ServerBusyError(ServiceUnavailableError):
+    slug, title = "server-busy", "Server busy"
+    default_detail = "The server is busy; try again in a moment."
+
+
 class DatabaseUnavailableError(ServiceUnavailableError):
     slug = "database-unavailable"
     default_detail = "The database is temporarily unreachable; try again shortly."

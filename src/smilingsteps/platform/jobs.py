@@ -139,6 +139,12 @@ class JobRunner:
 
         await run_periodically(job, self._stop, wake=self._wake[job.name], before_pass=begun, after_pass=finished)
 
+    def wake(self, name: str) -> None:
+        """Start a pass of the job `name` now rather than at its next period (no effect if it is unknown)."""
+        wake = self._wake.get(name)
+        if wake is not None:
+            wake.set()
+
     async def run_all_now(self) -> None:
         """Start a pass of every job now; return when each finished a pass begun after this call."""
         targets = {name: begun + 1 for name, begun in self._begun.items()}
