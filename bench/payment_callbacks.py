@@ -46,6 +46,8 @@ import random
 import secrets
 import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -234,10 +236,31 @@ def settings_env(database_url: str, workdir: Path, options: Options, daraja_url:
         "SHUTDOWN_READINESS_DELAY": "0",
         "MPESA_ENV": "simulator",
         "MPESA_BASE_URL": daraja_url,
+        # The seeded payments wait for their callbacks: reconciliation must not find them first (the
+        # seeding takes minutes, longer than the default 90 s), or their callbacks are all replays.
+        "MPESA_CHECK_AFTER_SECONDS": "3600",
     }
     if options.pool_size is not None:
         env["DB_POOL_SIZE"] = str(options.pool_size)
     return env
+
+
+@asynccontextmanager
+async def working(options: Options, workdir: Path, env: dict[str, str], name: str) -> AsyncIterator[None]:
+    """`smilingsteps worker` beside the server, as deployed: its checks job confirms the payments (the STK
+    query after a success callback); pinned with the load generator, off the server's CPU."""
+    command = [*options.taskset(options.client_cpu), sys.executable, "-m", "smilingsteps.cli", "worker"]
+    with (workdir / f"{name}.log").open("wb") as sink:
+        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=harness.child_env(env))
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
 @asynccontextmanager
@@ -522,7 +545,7 @@ async def measure(
         for r in range(options.rounds)
     ]
     runs: list[dict[str, Any]] = []
-    async with running(options, workdir, "app", env) as server:
+    async with running(options, workdir, "app", env) as server, working(options, workdir, env, "worker"):
         target = harness.Target([server.port], [server.pid], admin, name)
         print(f"warm-up: health {options.warmup} s, {len(warm)} payments' callbacks", flush=True)
         await health_phase(target, options, options.warmup, record=False)
@@ -563,7 +586,7 @@ async def profiled(
 ) -> dict[str, Any]:
     """One batch on a server sampled from inside: the layers its busy event-loop thread was in."""
     print(f"sampling profile: {len(batch)} payments on a second server", flush=True)
-    async with running(options, workdir, "app-sampled", env) as server:
+    async with running(options, workdir, "app-sampled", env) as server, working(options, workdir, env, "worker-2"):
         target = harness.Target([server.port], [server.pid], admin, name)
         phase = await callbacks_phase(target, batch, options, rng)
     print(f"sampled   {describe(phase)}", flush=True)

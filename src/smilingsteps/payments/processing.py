@@ -7,6 +7,7 @@ in a short transaction of its own (`Database.run_transaction`, retried on transi
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import structlog
@@ -21,6 +22,7 @@ from smilingsteps.platform.clock import Clock, utc_from
 from smilingsteps.platform.db import Database
 
 log = structlog.get_logger("smilingsteps.payments")
+CONCURRENT_CHECKS = 8
 
 
 class Processor:
@@ -87,8 +89,15 @@ class Processor:
             )
 
         due = await self.db.run_transaction(claim)
-        for payment_id in due:
-            await self._check(payment_id)
+        # Each check waits on Daraja for most of its time: a few at once (each holds at most one
+        # connection, and only between its calls to Daraja).
+        slots = asyncio.Semaphore(CONCURRENT_CHECKS)
+
+        async def check(payment_id: uuid.UUID) -> None:
+            async with slots:
+                await self._check(payment_id)
+
+        await asyncio.gather(*(check(payment_id) for payment_id in due))
         if due:
             log.info("payments_reconciled", count=len(due))
         return len(due)

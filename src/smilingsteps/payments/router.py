@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from smilingsteps.accounts.auth import AdminUser, CurrentUser, VerifiedUser
@@ -33,7 +33,8 @@ from smilingsteps.platform.security_events import security_event
 
 PAYMENTS = rate_limited("payments")
 ADMIN = rate_limited("admin")
-ACCEPTED = {"ResultCode": 0, "ResultDesc": "Accepted"}
+# Daraja's acknowledgement, serialised once (every callback answers it).
+ACCEPTED_BODY = b'{"ResultCode":0,"ResultDesc":"Accepted"}'
 CallbackToken = Annotated[str, Path(min_length=20, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")]
 # Audit rows for callbacks with an unknown token: at most one per source address per window.
 UNKNOWN_TOKEN_AUDIT_WINDOW_S = 60.0
@@ -161,7 +162,8 @@ def build_router() -> APIRouter:
     @router.post(
         "/payments/mpesa/callback/{token}",
         openapi_extra={**rate_limited(EXEMPT), **CALLBACK_BODY},
-        responses=problems(403, 413),
+        response_class=Response,
+        responses={200: {"model": CallbackAck, "description": "stored and acknowledged"}, **problems(403, 413)},
     )
     async def mpesa_callback(
         *,
@@ -171,7 +173,7 @@ def build_router() -> APIRouter:
         runtime: RuntimeDep,
         now: Now,
         client: Client,
-    ) -> CallbackAck:
+    ) -> Response:
         """Safaricom's STK callback; acknowledged once stored, whatever it says (replays change nothing)."""
         if not _source_allowed(runtime, client.ip):
             security_event(request, "mpesa_callback_source")
@@ -194,7 +196,7 @@ def build_router() -> APIRouter:
             # The STK query that confirms it is the checks job's (the worker's when deployed, so this
             # answer stays cheap under a burst); a process running the jobs itself starts it now.
             after_commit(session, lambda: jobs.wake(RECONCILIATION))
-        return CallbackAck.model_validate(ACCEPTED)
+        return Response(ACCEPTED_BODY, media_type="application/json")
 
     _admin_routes(router)
     return router
