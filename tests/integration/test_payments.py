@@ -56,6 +56,11 @@ async def test_a_paid_booking_is_confirmed_with_its_receipt(world: World) -> Non
     assert shown.json()["mpesa_receipt"] == push.receipt
     assert shown.json()["phone"] == "2547…670"
     assert await world.audit_count("booking.confirmed", booking_id) == 1
+    emails = await world.emails("booking_confirmed")
+    client_email = next(text for to, text in emails if to == person.email)
+    assert f"Paid: Ksh\u00a02,500 with M-Pesa, receipt {push.receipt}." in client_email
+    therapist_email = next(text for to, text in emails if to != person.email)
+    assert push.receipt not in therapist_email and "M-Pesa" not in therapist_email
 
 
 @pytest.mark.parametrize(
@@ -206,6 +211,9 @@ async def test_a_booking_that_is_not_payable_is_refused(world: World) -> None:
     await world.called_back(PAYS)
     paid = await world.pay(person, booking_id, PAYS, expect=409)
     assert "already confirmed" in paid["detail"]
+    cancelled, cancelled_id = await world.held_booking()
+    assert (await cancelled.post(f"{API}/bookings/{cancelled_id}/cancel", json={})).status_code == 200
+    assert "cancelled booking cannot be paid" in (await world.pay(cancelled, cancelled_id, PAYS, expect=409))["detail"]
     late, late_id = await world.held_booking()
     world.advance(11 * 60)
     assert "ran out" in (await world.pay(late, late_id, PAYS, expect=409))["detail"]

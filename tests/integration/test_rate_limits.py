@@ -95,6 +95,18 @@ EXPECTED_CLASSES: dict[str, str] = {
     "PUT /api/v1/bookings/{booking_id}/notes": "api",
     "GET /api/v1/bookings/{booking_id}/notes": "api",
     "POST /api/v1/admin/bookings/{booking_id}/confirm": "admin",
+    # Starting a payment prompts a phone: its own class, page and API alike.
+    "POST /api/v1/payments/mpesa/stk-push": "payments",
+    "POST /bookings/{booking_id}/pay": "payments",
+    "GET /api/v1/payments/{payment_id}": "api",
+    # Safaricom's callbacks come from a few addresses; the per-attempt token is the credential.
+    "POST /api/v1/payments/mpesa/callback/{token}": "exempt",
+    "GET /api/v1/admin/payments": "admin",
+    "GET /api/v1/admin/payments/{payment_id}": "admin",
+    "POST /api/v1/admin/payments/{payment_id}/refund": "admin",
+    "GET /admin/payments": "admin",
+    "GET /admin/payments/{payment_id}": "admin",
+    "POST /admin/payments/{payment_id}/refund": "admin",
 }
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from smilingsteps.app import create_app
 from smilingsteps.audit.models import AuditEvent
 from smilingsteps.bookings.models import Booking
+from smilingsteps.notifications.models import OutboxMessage
 from smilingsteps.payments.gateway import gateway_of
 from smilingsteps.payments.models import MpesaCallback, PaymentAttempt
 from smilingsteps.payments.mpesa.simulator import DarajaSimulator, Push, loopback_socket, serving, serving_asgi
@@ -102,6 +103,14 @@ class World:
                 .order_by(MpesaCallback.received_at)
             )
             return list(rows.scalars())
+
+    async def emails(self, template: str) -> list[tuple[str, str]]:
+        """(address, text) of every queued email of `template`."""
+        async with runtime(self.app).db.session() as session:
+            rows = await session.execute(
+                select(OutboxMessage.to_address, OutboxMessage.body_text).where(OutboxMessage.template == template)
+            )
+            return [(row.to_address, row.body_text) for row in rows]
 
     async def audit_count(self, action: str, target_id: str | uuid.UUID | None = None) -> int:
         async with runtime(self.app).db.session() as session:

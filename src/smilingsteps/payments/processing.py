@@ -15,11 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from smilingsteps.config import Settings
 from smilingsteps.payments import repository, service
-from smilingsteps.payments.gateway import MpesaGateway
+from smilingsteps.payments.gateway import MpesaGateway, gateway_of
 from smilingsteps.payments.models import PaymentAttempt
 from smilingsteps.payments.mpesa.client import DarajaError, DarajaRefusedError, StkQueryAnswer
 from smilingsteps.platform.clock import Clock, utc_from
-from smilingsteps.platform.db import Database
+from smilingsteps.platform.db import Database, after_commit
+from smilingsteps.platform.runtime import Runtime
 
 log = structlog.get_logger("smilingsteps.payments")
 CONCURRENT_CHECKS = 8
@@ -112,3 +113,11 @@ class Processor:
 
         if not await self.db.run_transaction(unpushed):
             await self.verify(payment_id)
+
+
+def push_after_commit(session: AsyncSession, runtime: Runtime, order: service.PushOrder | None) -> None:
+    """Send a new attempt's STK push once the transaction that stores it commits (never before it)."""
+    if order is None:
+        return  # the booking's live attempt was answered again: nothing to send
+    processor = Processor(runtime.settings, runtime.db, gateway_of(runtime), runtime.clock)
+    after_commit(session, lambda: runtime.tasks.spawn(processor.push(order), name="mpesa-stk-push"))

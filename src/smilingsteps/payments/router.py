@@ -11,14 +11,13 @@ import time
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
 from smilingsteps.accounts.auth import AdminUser, CurrentUser, VerifiedUser
 from smilingsteps.payments import service
-from smilingsteps.payments.gateway import gateway_of
 from smilingsteps.payments.jobs import RECONCILIATION
-from smilingsteps.payments.processing import Processor
+from smilingsteps.payments.processing import push_after_commit
 from smilingsteps.payments.schemas import AdminPaymentOut, PaymentOut, PaymentPage, RefundIn, StkPushIn
 from smilingsteps.payments.states import PaymentStatus
 from smilingsteps.platform.db import after_commit
@@ -85,17 +84,6 @@ class _UnknownTokenThrottle:
         return True
 
 
-def _processor(runtime: Runtime) -> Processor:
-    return Processor(runtime.settings, runtime.db, gateway_of(runtime), runtime.clock)
-
-
-async def processor_of(runtime: RuntimeDep) -> Processor:
-    return _processor(runtime)
-
-
-ProcessorDep = Annotated[Processor, Depends(processor_of)]
-
-
 def _source_allowed(runtime: Runtime, ip: str | None) -> bool:
     allowed = runtime.settings.MPESA_CALLBACK_ALLOWED_IPS
     if not allowed:
@@ -132,7 +120,6 @@ def build_router() -> APIRouter:
         user: VerifiedUser,
         session: DbSession,
         runtime: RuntimeDep,
-        processor: ProcessorDep,
         now: Now,
         client: Client,
     ) -> PaymentOut:
@@ -150,9 +137,7 @@ def build_router() -> APIRouter:
             now=now,
             audit=client.audit(user.user_id),
         )
-        order = started.push
-        if order is not None:
-            after_commit(session, lambda: runtime.tasks.spawn(processor.push(order), name="mpesa-stk-push"))
+        push_after_commit(session, runtime, started.push)
         return PaymentOut.of(started.attempt)
 
     @router.get("/payments/{payment_id}")

@@ -25,12 +25,10 @@ from smilingsteps.accounts.models import Role
 from smilingsteps.bookings import listing
 from smilingsteps.payments import service as payments
 from smilingsteps.payments.errors import ReceiptTakenError
-from smilingsteps.payments.gateway import gateway_of
 from smilingsteps.payments.models import PaymentAttempt
-from smilingsteps.payments.processing import Processor
+from smilingsteps.payments.processing import push_after_commit
 from smilingsteps.payments.schemas import RefundIn, StkPushIn
 from smilingsteps.payments.states import LIVE, PAID, PaymentStatus
-from smilingsteps.platform.db import after_commit
 from smilingsteps.platform.dependencies import Client, DbSession, EncryptorDep, Now, RuntimeDep, SettingsDep
 from smilingsteps.platform.errors import AppError, NotFoundError
 from smilingsteps.platform.i18n import gettext_in
@@ -112,11 +110,7 @@ def _paying(router: APIRouter) -> None:
         started = await attempt(session, work)
         if isinstance(started, AppError):
             return see_other(with_notice(f"/bookings/{wanted}", "cannot-pay"))
-        order = started.push
-        if order is not None:
-            # As the API: the STK push goes out once the attempt is committed, never before.
-            processor = Processor(runtime.settings, runtime.db, gateway_of(runtime), runtime.clock)
-            after_commit(session, lambda: runtime.tasks.spawn(processor.push(order), name="mpesa-stk-push"))
+        push_after_commit(session, runtime, started.push)
         return see_other(f"/payments/{started.attempt.id}")
 
 
