@@ -106,7 +106,7 @@ IDLE = "Runner.run (asyncio/runners.py"
 # Inclusive: the share of busy samples with this function on the (coroutine) stack.
 INCLUSIVE = {
     "callback route (mpesa_callback)": "build_router.<locals>.mpesa_callback (smilingsteps/payments/router.py",
-    "receive_callback": "receive_callback (smilingsteps/payments/service.py",
+    "receive_callback": "receive_callback (smilingsteps/payments/callbacks.py",
     "verification (Processor.verify)": "Processor.verify (smilingsteps/payments/processing.py",
     "apply_answer": "apply_answer (smilingsteps/payments/service.py",
     "bookings.confirm": "confirm (smilingsteps/bookings/service.py",

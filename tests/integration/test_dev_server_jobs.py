@@ -56,6 +56,7 @@ async def test_an_unpaid_hold_expires_without_a_worker(settings: Settings) -> No
             "email-outbox-retention",
             "booking-hold-expiry",
             "booking-reminders",
+            "payment-reconciliation",
         ]
         therapist = await therapist_user(app)
         person = await client_person(app)
@@ -108,4 +109,10 @@ def test_serve_in_development_starts_the_jobs_itself(tmp_path: Path) -> None:
         assert stop_server(process) == 0
     started = json.loads(seen[-1])
     assert started["in_process"] is True
-    assert started["jobs"] == ["email-outbox", "email-outbox-retention", "booking-hold-expiry", "booking-reminders"]
+    assert started["jobs"] == [
+        "email-outbox",
+        "email-outbox-retention",
+        "booking-hold-expiry",
+        "booking-reminders",
+        "payment-reconciliation",
+    ]

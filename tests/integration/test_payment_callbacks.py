@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from smilingsteps.bookings.models import BookingStatus
-from smilingsteps.payments.service import stored_payload
+from smilingsteps.payments.callbacks import stored_payload
 from smilingsteps.payments.states import FailureReason, PaymentStatus
 from tests.conftest import SettingsFactory
 from tests.support.bookings import admin_person, sign_in, user_row

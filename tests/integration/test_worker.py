@@ -79,6 +79,7 @@ async def test_worker_once_sends_what_is_due_and_exits(
         "email-outbox-retention",
         "booking-hold-expiry",
         "booking-reminders",
+        "payment-reconciliation",
     ]
     assert to not in result.stdout + result.stderr
     assert (await one_row(db, to)).status == OutboxStatus.SENT

@@ -114,6 +114,12 @@ def gateway_of(runtime: Runtime) -> MpesaGateway:
     return runtime.part(MpesaGateway)
 
 
+def installed(settings: Settings) -> bool:
+    """Whether an app in this process runs a gateway for `settings` (its jobs then share it)."""
+    found = _shared.get(id(settings))
+    return found is not None and found[0] is settings
+
+
 def shared(settings: Settings) -> MpesaGateway:
     """This process's gateway for `settings`: the app's when it runs one, else a new one (the worker's)."""
     found = _shared.get(id(settings))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from smilingsteps.config import Settings
 from smilingsteps.payments import gateway
 from smilingsteps.payments.processing import Processor
@@ -18,12 +20,19 @@ from smilingsteps.platform.clock import Clock, system_clock
 from smilingsteps.platform.db import Database
 from smilingsteps.platform.jobs import PeriodicJob
 
+log = structlog.get_logger("smilingsteps.payments")
 RECONCILIATION = "payment-reconciliation"
 RECONCILE_INTERVAL_S = 2.0
 BATCH = 50
 
 
 def jobs(settings: Settings, db: Database, clock: Clock = system_clock) -> list[PeriodicJob]:
+    if settings.mpesa_embedded_simulator and not gateway.installed(settings):
+        # A worker of its own would start a simulator of its own, which knows none of the app's pushes.
+        log.warning(
+            "payment_checks_need_a_shared_simulator",
+            hint="run `smilingsteps mpesa-simulator` and set MPESA_BASE_URL for both the app and the worker",
+        )
     processor = Processor(settings, db, gateway.shared(settings), clock)
 
     async def reconcile(stop: asyncio.Event | None = None) -> int:

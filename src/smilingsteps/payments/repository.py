@@ -6,14 +6,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import CursorResult, Executable, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import aliased
 
 from smilingsteps.payments.models import MpesaCallback, PaymentAttempt
-from smilingsteps.payments.states import LIVE, PaymentStatus
-from smilingsteps.platform.db import execute_core, take_write_turn
-from smilingsteps.platform.models import table_of
+from smilingsteps.payments.states import AWAITING_ANSWER, LIVE, PaymentStatus
+from smilingsteps.platform.db import take_write_turn
+from smilingsteps.platform.models import UtcDateTime, table_of
 
 
 async def lock(session: AsyncSession, payment_id: uuid.UUID) -> PaymentAttempt | None:
@@ -47,9 +49,18 @@ _CALLBACK_TARGET = select(*(_ATTEMPTS.c[name] for name in CallbackTarget.__datac
 _INSERT_CALLBACK = insert(table_of(MpesaCallback))
 
 
-async def callback_target(session: AsyncSession, token_hash: str) -> CallbackTarget | None:
+Runner = AsyncSession | AsyncConnection
+
+
+async def _core(runner: Runner, statement: Executable, values: dict[str, Any]) -> CursorResult[Any]:
+    """A prebuilt statement on a session's connection, or on a bare connection (the callbacks' fast path)."""
+    connection = await runner.connection() if isinstance(runner, AsyncSession) else runner
+    return await connection.execute(statement, values)
+
+
+async def callback_target(runner: Runner, token_hash: str) -> CallbackTarget | None:
     """The attempt whose callback token hashes to `token_hash` (prebuilt Core: bench/payment_callbacks.py)."""
-    row = (await execute_core(session, _CALLBACK_TARGET, {"token_hash": token_hash})).first()
+    row = (await _core(runner, _CALLBACK_TARGET, {"token_hash": token_hash})).first()
     if row is None:
         return None
     values = {name: row._mapping[name] for name in CallbackTarget.__dataclass_fields__}
@@ -131,9 +142,52 @@ async def claim_due_checks(
     return [attempt.id for attempt in claimed]
 
 
-async def add_callback(session: AsyncSession, **values: object) -> None:
+async def add_callback(runner: Runner, **values: object) -> None:
     """Store one received callback (a Core INSERT: every callback writes one)."""
-    await execute_core(session, _INSERT_CALLBACK, {"id": uuid.uuid4(), **values})
+    await _core(runner, _INSERT_CALLBACK, {"id": uuid.uuid4(), **values})
+
+
+_other = aliased(PaymentAttempt)
+_HEAR_SUCCESS = (
+    update(_ATTEMPTS)
+    .where(
+        _ATTEMPTS.c.id == bindparam("b_payment_id"),
+        _ATTEMPTS.c.status.in_([literal(status.value) for status in AWAITING_ANSWER]),
+        _ATTEMPTS.c.result_code.is_(None),
+        or_(_ATTEMPTS.c.checkout_request_id.is_(None), _ATTEMPTS.c.checkout_request_id == bindparam("b_checkout")),
+        _ATTEMPTS.c.amount_kes == bindparam("b_amount"),
+        _ATTEMPTS.c.phone == bindparam("b_phone"),
+        ~exists().where(
+            _other.id != _ATTEMPTS.c.id,
+            or_(
+                _other.checkout_request_id == bindparam("b_checkout"),
+                _other.mpesa_receipt == bindparam("b_receipt"),
+                _other.refund_receipt == bindparam("b_receipt"),
+            ),
+        ),
+    )
+    .values(
+        checkout_request_id=func.coalesce(_ATTEMPTS.c.checkout_request_id, bindparam("b_checkout")),
+        merchant_request_id=func.coalesce(_ATTEMPTS.c.merchant_request_id, bindparam("b_merchant")),
+        result_code=0,
+        result_desc=bindparam("b_result_desc"),
+        mpesa_receipt=bindparam("b_receipt"),
+        paid_at=bindparam("b_paid_at", type_=UtcDateTime),
+        next_check_at=bindparam("b_now", type_=UtcDateTime),
+        updated_at=bindparam("b_now", type_=UtcDateTime),
+    )
+)
+
+
+async def hear_success(runner: Runner, payment_id: uuid.UUID, **values: object) -> bool:
+    """Record a success callback on its attempt in one statement, if it matches it and nothing else claims its
+    ids: still waiting, no answer heard yet, the same CheckoutRequestID (or none yet), amount and phone, and a
+    CheckoutRequestID and receipt no other attempt holds. False when it did not (decide under lock instead)."""
+    # Bound names differ from the columns' (SQLAlchemy reserves those in an UPDATE's SET).
+    result = await _core(
+        runner, _HEAR_SUCCESS, {"b_payment_id": payment_id, **{f"b_{k}": v for k, v in values.items()}}
+    )
+    return result.rowcount == 1
 
 
 async def search(

@@ -30,8 +30,6 @@ success only when Daraja confirms it, and money that is never lost nor counted t
 from __future__ import annotations
 
 import hashlib
-import hmac
-import json
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -50,7 +48,7 @@ from smilingsteps.bookings.policy import Cancellation
 from smilingsteps.config import Settings
 from smilingsteps.payments import repository
 from smilingsteps.payments.errors import PaymentStateError, ReceiptTakenError
-from smilingsteps.payments.models import CallbackOutcome, PaymentAttempt
+from smilingsteps.payments.models import PaymentAttempt
 from smilingsteps.payments.mpesa import protocol
 from smilingsteps.payments.mpesa.client import StkQueryAnswer
 from smilingsteps.payments.states import (
@@ -66,17 +64,11 @@ from smilingsteps.platform.context import SYSTEM
 from smilingsteps.platform.errors import NotFoundError
 
 log = structlog.get_logger("smilingsteps.payments")
-CALLBACK_MAX_BYTES = 16 * 1024
 CALLBACK_PATH = "/api/v1/payments/mpesa/callback/"
 # How long a worker holds a claimed check before another may take it (it died mid-query).
 CHECK_LEASE = timedelta(seconds=60)
 # Between two queries of an attempt M-Pesa is still processing.
 RECHECK_AFTER = timedelta(seconds=30)
-
-
-def stored_payload(body: bytes) -> str:
-    """The callback as received, as text any database keeps: bad UTF-8 replaced, NUL escaped (PostgreSQL refuses it)."""
-    return body[:CALLBACK_MAX_BYTES].decode("utf-8", errors="replace").replace("\x00", "\\u0000")
 
 
 def token_hash(token: str) -> str:
@@ -98,13 +90,6 @@ class PushOrder:
 class Started:
     attempt: PaymentAttempt
     push: PushOrder | None  # None: the booking's live attempt, already pushed
-
-
-@dataclass(frozen=True)
-class CallbackResult:
-    outcome: str
-    payment_id: uuid.UUID | None
-    verify: bool = False  # a success to confirm with an STK query
 
 
 # ---- starting a payment --------------------------------------------------------------------
@@ -175,7 +160,7 @@ async def record_push(
     unanswered: str | None = None,
 ) -> PaymentAttempt | None:
     """What Daraja said to the push: accepted (ids), refused (nothing started), or no usable answer."""
-    attempt = await _lock_with_booking(session, payment_id)
+    attempt = await lock_with_booking(session, payment_id)
     if attempt is None:
         return None
     if checkout_request_id is not None:
@@ -186,7 +171,7 @@ async def record_push(
         if attempt.status is PaymentStatus.INITIATED:
             attempt.status = PaymentStatus.PENDING
     elif refused is not None and attempt.status is PaymentStatus.INITIATED:
-        await _settle(session, attempt, Outcome(PaymentStatus.FAILED, FailureReason.REFUSED), refused, now=now)
+        await settle(session, attempt, Outcome(PaymentStatus.FAILED, FailureReason.REFUSED), refused, now=now)
     elif unanswered is not None:
         # Whether a prompt went out is unknown: a callback may still come (its token finds the
         # attempt); reconciliation times it out otherwise. Never a second push meanwhile.
@@ -248,7 +233,7 @@ async def payment_by_id(session: AsyncSession, payment_id: uuid.UUID) -> Payment
 # ---- settling ----------------------------------------------------------------------------------
 
 
-async def _lock_with_booking(
+async def lock_with_booking(
     session: AsyncSession, payment_id: uuid.UUID, booking_id: uuid.UUID | None = None
 ) -> PaymentAttempt | None:
     """The attempt locked, its booking locked first: every path takes them in that order (no deadlock)."""
@@ -261,7 +246,7 @@ async def _lock_with_booking(
     return await repository.lock(session, payment_id)
 
 
-async def _settle(
+async def settle(
     session: AsyncSession, attempt: PaymentAttempt, outcome: Outcome, description: str | None, *, now: datetime
 ) -> None:
     """An unpaid ending (failed, cancelled, timed out): the booking's old hold comes back."""
@@ -331,7 +316,7 @@ async def apply_answer(
     session: AsyncSession, settings: Settings, payment_id: uuid.UUID, answer: StkQueryAnswer, *, now: datetime
 ) -> PaymentAttempt | None:
     """Daraja's STK query answer for an attempt: the truth about it (never a downgrade of a success)."""
-    attempt = await _lock_with_booking(session, payment_id)
+    attempt = await lock_with_booking(session, payment_id)
     if attempt is None or not awaits_answer(attempt.status):
         return attempt
     attempt.checks += 1
@@ -340,17 +325,17 @@ async def apply_answer(
         # Still processing, or Daraja gave no usable answer: ask again later, until the deadline.
         attempt.next_check_at = now + RECHECK_AFTER
         if attempt.status is not PaymentStatus.TIMED_OUT and _past_deadline(attempt, settings, now):
-            await _settle(session, attempt, Outcome(PaymentStatus.TIMED_OUT, FailureReason.NO_ANSWER), None, now=now)
+            await settle(session, attempt, Outcome(PaymentStatus.TIMED_OUT, FailureReason.NO_ANSWER), None, now=now)
         return attempt
     if attempt.result_code == 0 and answer.result_code != 0:
         # A success callback that Daraja contradicts was forged (or garbled): the query is the truth.
-        await _security_event(session, attempt, "payment.callback_contradicted", now=now, result=answer.result_code)
+        await security_event(session, attempt, "payment.callback_contradicted", now=now, result=answer.result_code)
     attempt.result_code = answer.result_code
     outcome = outcome_of(answer.result_code)
     if outcome is SUCCESS:
         await _succeed(session, settings, attempt, now=now)
     elif attempt.status is not PaymentStatus.TIMED_OUT:
-        await _settle(session, attempt, outcome, answer.result_desc, now=now)
+        await settle(session, attempt, outcome, answer.result_desc, now=now)
     return attempt
 
 
@@ -360,187 +345,19 @@ def _past_deadline(attempt: PaymentAttempt, settings: Settings, now: datetime) -
 
 async def give_up_unpushed(session: AsyncSession, payment_id: uuid.UUID, *, now: datetime) -> None:
     """An attempt with no CheckoutRequestID to ask about, at its check time: timed out (a callback may still come)."""
-    attempt = await _lock_with_booking(session, payment_id)
+    attempt = await lock_with_booking(session, payment_id)
     if attempt is None or attempt.status not in (PaymentStatus.INITIATED, PaymentStatus.PENDING):
         return
     if attempt.checkout_request_id is not None:
         return
     # Never pushed (the process died) or no usable answer to the push: after the check delay,
     # any prompt on the phone has expired, so the client may try again.
-    await _settle(
+    await settle(
         session, attempt, Outcome(PaymentStatus.TIMED_OUT, FailureReason.NO_ANSWER), attempt.result_desc, now=now
     )
 
 
-# ---- callbacks --------------------------------------------------------------------------------
-
-
-def _decode(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
-
-
-async def receive_callback(
-    session: AsyncSession,
-    settings: Settings,
-    *,
-    token: str,
-    body: bytes,
-    source_ip: str | None,
-    now: datetime,
-    audit: AuditContext,
-    audit_unknown: bool = True,
-) -> CallbackResult:
-    """Store and apply one callback; whatever it holds, it is acknowledged (Safaricom only needs to know we have it).
-
-    A callback the attempt has already heard (a replay) is stored and changes nothing, without a
-    lock: it is decided from the attempt as committed, which only ever moves away from waiting.
-    Anything else is decided again under the booking's and the attempt's locks.
-    """
-    digest = token_hash(token)
-    found = await repository.callback_target(session, digest)
-    if found is None or not hmac.compare_digest(found.callback_token_hash, digest):
-        # Nothing is stored for a token no attempt has (anyone can send these); the audit row is
-        # written when the caller's throttle allows it, so a flood cannot turn into a write flood.
-        log.warning("payment_callback_unknown_token", source_ip=source_ip, bytes=len(body))
-        if audit_unknown:
-            await record(
-                session, action="payment.callback_forged", context=audit, now=now, details={"bytes": len(body)}
-            )
-        return CallbackResult(CallbackOutcome.UNKNOWN_TOKEN, None)
-    try:
-        callback = protocol.parse_callback(_decode(body))
-    except protocol.MalformedCallbackError as exc:
-        attempt = await _lock_with_booking(session, found.id, found.booking_id)
-        assert attempt is not None
-        await _store(
-            session,
-            attempt.id,
-            callback=None,
-            outcome=CallbackOutcome.MALFORMED,
-            body=body,
-            source_ip=source_ip,
-            now=now,
-        )
-        await _security_event(session, attempt, "payment.callback_malformed", now=now, problem=str(exc), audit=audit)
-        return CallbackResult(CallbackOutcome.MALFORMED, attempt.id)
-    heard = _already_heard(found, callback)
-    if heard is not None:
-        await _store(session, found.id, callback=callback, outcome=heard, body=body, source_ip=source_ip, now=now)
-        return CallbackResult(heard, found.id)
-    attempt = await _lock_with_booking(session, found.id, found.booking_id)
-    assert attempt is not None
-    outcome = await _apply_callback(session, settings, attempt, callback, now=now, audit=audit)
-    await _store(session, attempt.id, callback=callback, outcome=outcome, body=body, source_ip=source_ip, now=now)
-    return CallbackResult(outcome, attempt.id, verify=outcome == CallbackOutcome.AWAITING_CHECK)
-
-
-def _already_heard(found: repository.CallbackTarget, callback: protocol.StkCallback) -> str | None:
-    """REPLAY or FINISHED when the attempt, as committed, has already heard this answer; None to decide under lock."""
-    if found.checkout_request_id is not None and callback.checkout_request_id != found.checkout_request_id:
-        return None  # a mismatch: recorded as a security event, under lock
-    if found.result_code is not None and found.result_code == callback.result_code:
-        return CallbackOutcome.REPLAY
-    if not awaits_answer(found.status):
-        return CallbackOutcome.FINISHED
-    return None
-
-
-async def _apply_callback(
-    session: AsyncSession,
-    settings: Settings,
-    attempt: PaymentAttempt,
-    callback: protocol.StkCallback,
-    *,
-    now: datetime,
-    audit: AuditContext,
-) -> str:
-    if attempt.checkout_request_id is not None and callback.checkout_request_id != attempt.checkout_request_id:
-        await _security_event(
-            session, attempt, "payment.callback_mismatch", now=now, field="CheckoutRequestID", audit=audit
-        )
-        return CallbackOutcome.MISMATCH
-    if attempt.checkout_request_id is None and await repository.checkout_recorded(
-        session, callback.checkout_request_id, other_than=attempt.id
-    ):
-        await _security_event(
-            session, attempt, "payment.callback_mismatch", now=now, field="CheckoutRequestID", audit=audit
-        )
-        return CallbackOutcome.MISMATCH
-    if not awaits_answer(attempt.status):
-        return CallbackOutcome.REPLAY if attempt.result_code == callback.result_code else CallbackOutcome.FINISHED
-    if attempt.result_code is not None and attempt.result_code == callback.result_code:
-        return CallbackOutcome.REPLAY  # a success already heard, waiting for its check
-    if callback.succeeded:
-        return await _hear_success(session, attempt, callback, now=now, audit=audit)
-    if attempt.status is PaymentStatus.TIMED_OUT:
-        return CallbackOutcome.FINISHED  # a late "no" changes nothing: nothing was taken
-    attempt.checkout_request_id = attempt.checkout_request_id or callback.checkout_request_id
-    attempt.merchant_request_id = attempt.merchant_request_id or callback.merchant_request_id
-    attempt.result_code = callback.result_code
-    await _settle(session, attempt, outcome_of(callback.result_code), callback.result_desc, now=now)
-    return CallbackOutcome.APPLIED
-
-
-async def _hear_success(
-    session: AsyncSession,
-    attempt: PaymentAttempt,
-    callback: protocol.StkCallback,
-    *,
-    now: datetime,
-    audit: AuditContext,
-) -> str:
-    """A success callback that matches the attempt is recorded; the STK query decides (`apply_answer`)."""
-    mismatch = None
-    if callback.amount != attempt.amount_kes:
-        mismatch = "Amount"
-    elif callback.phone != attempt.phone:
-        mismatch = "PhoneNumber"
-    elif callback.receipt and await repository.receipt_recorded(session, callback.receipt, other_than=attempt.id):
-        mismatch = "MpesaReceiptNumber"
-    if mismatch is not None:
-        await _security_event(session, attempt, "payment.callback_mismatch", now=now, field=mismatch, audit=audit)
-        return CallbackOutcome.MISMATCH
-    attempt.checkout_request_id = attempt.checkout_request_id or callback.checkout_request_id
-    attempt.merchant_request_id = attempt.merchant_request_id or callback.merchant_request_id
-    attempt.result_code = 0
-    attempt.result_desc = callback.result_desc or None
-    attempt.mpesa_receipt = callback.receipt
-    attempt.next_check_at = now  # the STK query that confirms it is due at once (the checks job)
-    if callback.transaction_date is not None:
-        try:
-            attempt.paid_at = protocol.from_nairobi_timestamp(callback.transaction_date)
-        except ValueError:
-            attempt.paid_at = now
-    attempt.updated_at = now
-    return CallbackOutcome.AWAITING_CHECK
-
-
-async def _store(
-    session: AsyncSession,
-    payment_id: uuid.UUID | None,
-    *,
-    callback: protocol.StkCallback | None,
-    outcome: str,
-    body: bytes,
-    source_ip: str | None,
-    now: datetime,
-) -> None:
-    await repository.add_callback(
-        session,
-        payment_id=payment_id,
-        checkout_request_id=None if callback is None else callback.checkout_request_id,
-        result_code=None if callback is None else callback.result_code,
-        outcome=outcome,
-        source_ip=source_ip,
-        payload=stored_payload(body),
-        received_at=now,
-    )
-
-
-async def _security_event(
+async def security_event(
     session: AsyncSession,
     attempt: PaymentAttempt,
     action: str,

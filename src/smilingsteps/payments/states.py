@@ -79,9 +79,13 @@ def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
     return target in _MOVES[current]
 
 
+# M-Pesa's answer can still change these (a callback or a query is worth hearing).
+AWAITING_ANSWER = (*LIVE, PaymentStatus.TIMED_OUT)
+
+
 def awaits_answer(status: PaymentStatus) -> bool:
     """Whether M-Pesa's answer can still change this attempt (a callback or a query is worth hearing)."""
-    return status in LIVE or status is PaymentStatus.TIMED_OUT
+    return status in AWAITING_ANSWER
 
 
 class FailureReason(StrEnum):
