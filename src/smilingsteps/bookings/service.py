@@ -503,8 +503,6 @@ async def cancel(
     booking.hold_expires_at = None
     booking.updated_at = now
     await repository.replace_reminders(session, booking.id, [])
-    for hook in _cancellation_hooks:
-        await hook(session, booking, outcome, now, actor.audit)
     await _tell_both(
         session,
         settings,
@@ -514,6 +512,9 @@ async def cancel(
         cancelled_by=_words(CANCELLED_BY[by_therapist]),
         refund_note=lambda _zone, language: outcome.note(language),
     )
+    # After the emails: a hook may write to the audit log, which serialises writers until the commit.
+    for hook in _cancellation_hooks:
+        await hook(session, booking, outcome, now, actor.audit)
     await record(
         session,
         action="booking.cancelled",

@@ -132,6 +132,11 @@ async def receive_callback_fast(
             heard = _already_heard(found, callback)
             if heard is None and await _heard_success(connection, found.id, callback, now=now):
                 heard = CallbackOutcome.AWAITING_CHECK
+            elif heard is None:
+                # Most often a copy that arrived while the first was being recorded: its UPDATE waited
+                # for that one's commit and no longer matched. Read the attempt as it is now.
+                now_found = await repository.callback_target(connection, digest)
+                heard = None if now_found is None else _already_heard(now_found, callback)
             if heard is None:
                 return None
             await repository.add_callback(

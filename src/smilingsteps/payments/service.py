@@ -279,6 +279,14 @@ async def _succeed(session: AsyncSession, settings: Settings, attempt: PaymentAt
     attempt.settled_at = now
     attempt.updated_at = now
     paid = paying.Payment(amount_kes=attempt.amount_kes, receipt=attempt.mpesa_receipt)
+    try:
+        async with session.begin_nested():
+            await bookings.confirm(session, settings, attempt.booking_id, now=now, audit=SYSTEM, paid=paid)
+    except BookingStateError as exc:
+        # The money came after the booking ended (cancelled, or expired after a timed-out payment).
+        await _owe_back(session, attempt, attempt.amount_kes, why=exc.detail, now=now)
+    # Audited last: writing to the audit log serialises writers until the commit, so nothing slow
+    # (the confirmation's emails) happens after it.
     await record(
         session,
         action="payment.succeeded",
@@ -288,12 +296,6 @@ async def _succeed(session: AsyncSession, settings: Settings, attempt: PaymentAt
         target_id=str(attempt.id),
         details={"booking_id": str(attempt.booking_id), "amount_kes": attempt.amount_kes},
     )
-    try:
-        async with session.begin_nested():
-            await bookings.confirm(session, settings, attempt.booking_id, now=now, audit=SYSTEM, paid=paid)
-    except BookingStateError as exc:
-        # The money came after the booking ended (cancelled, or expired after a timed-out payment).
-        await _owe_back(session, attempt, attempt.amount_kes, why=exc.detail, now=now)
 
 
 async def _owe_back(session: AsyncSession, attempt: PaymentAttempt, amount: int, *, why: str, now: datetime) -> None:
