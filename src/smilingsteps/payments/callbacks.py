@@ -113,30 +113,32 @@ async def receive_callback_fast(
     db: Database, *, token: str, body: bytes, source_ip: str | None, now: datetime
 ) -> CallbackResult | None:
     """PostgreSQL's hot path (bench/payment_callbacks.py): a replay, or the first success matching its attempt,
-    decided and stored with prebuilt Core statements on one connection, no ORM session and no lock.
+    decided and stored with prebuilt Core statements in autocommit, no ORM session and no lock.
 
-    The success is recorded by one conditional UPDATE that re-checks everything `_hear_success` checks, so it
-    is as safe as the locked path; None for anything else (unknown token, malformed, a failure, a mismatch),
-    which `receive_callback` then decides under lock, as it does on SQLite.
+    Every write is one atomic statement: a replay's row, or the success recorded on its attempt together
+    with the callback's row (a conditional UPDATE re-checking everything `_hear_success` checks, inside the
+    INSERT). None for anything else (unknown token, malformed, a failure, a mismatch), which
+    `receive_callback` then decides under lock, as it does on SQLite.
     """
     try:
         callback = protocol.parse_callback(_decode(body))
     except protocol.MalformedCallbackError:
         return None
     digest = token_hash(token)
+    payload = stored_payload(body)
     try:
-        async with db.core_transaction() as connection:
+        async with db.core_autocommit() as connection:
             found = await repository.callback_target(connection, digest)
             if found is None or not hmac.compare_digest(found.callback_token_hash, digest):
                 return None
             heard = _already_heard(found, callback)
-            if heard is None and await _heard_success(connection, found.id, callback, now=now):
-                heard = CallbackOutcome.AWAITING_CHECK
-            elif heard is None:
-                # Most often a copy that arrived while the first was being recorded: its UPDATE waited
+            if heard is None:
+                if await _heard_success(connection, found.id, callback, source_ip=source_ip, payload=payload, now=now):
+                    return CallbackResult(CallbackOutcome.AWAITING_CHECK, found.id, verify=True)
+                # Most often a copy that arrived while the first was being recorded: its statement waited
                 # for that one's commit and no longer matched. Read the attempt as it is now.
-                now_found = await repository.callback_target(connection, digest)
-                heard = None if now_found is None else _already_heard(now_found, callback)
+                again = await repository.callback_target(connection, digest)
+                heard = None if again is None else _already_heard(again, callback)
             if heard is None:
                 return None
             await repository.add_callback(
@@ -146,16 +148,22 @@ async def receive_callback_fast(
                 result_code=callback.result_code,
                 outcome=heard,
                 source_ip=source_ip,
-                payload=stored_payload(body),
+                payload=payload,
                 received_at=now,
             )
     except IntegrityError:
         return None  # another attempt took the ids at this instant: a mismatch, recorded under lock
-    return CallbackResult(heard, found.id, verify=heard == CallbackOutcome.AWAITING_CHECK)
+    return CallbackResult(heard, found.id)
 
 
 async def _heard_success(
-    connection: AsyncConnection, payment_id: uuid.UUID, callback: protocol.StkCallback, *, now: datetime
+    connection: AsyncConnection,
+    payment_id: uuid.UUID,
+    callback: protocol.StkCallback,
+    *,
+    source_ip: str | None,
+    payload: str,
+    now: datetime,
 ) -> bool:
     amount = callback.amount
     if not callback.succeeded or amount is None or amount != amount.to_integral_value():
@@ -163,6 +171,8 @@ async def _heard_success(
     return await repository.hear_success(
         connection,
         payment_id,
+        source_ip=source_ip,
+        payload=payload,
         checkout=callback.checkout_request_id,
         merchant=callback.merchant_request_id,
         amount=int(amount),

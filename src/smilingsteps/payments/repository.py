@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import CursorResult, Executable, Uuid, bindparam, exists, func, insert, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
-from smilingsteps.payments.models import MpesaCallback, PaymentAttempt
+from smilingsteps.payments.models import CallbackOutcome, MpesaCallback, PaymentAttempt
 from smilingsteps.payments.states import AWAITING_ANSWER, LIVE, PaymentStatus
 from smilingsteps.platform.db import take_write_turn
 from smilingsteps.platform.models import UtcDateTime, table_of
@@ -47,6 +47,7 @@ _CALLBACK_TARGET = select(*(_ATTEMPTS.c[name] for name in CallbackTarget.__datac
     _ATTEMPTS.c.callback_token_hash == bindparam("token_hash")
 )
 _INSERT_CALLBACK = insert(table_of(MpesaCallback))
+
 
 
 Runner = AsyncSession | AsyncConnection
@@ -179,15 +180,42 @@ _HEAR_SUCCESS = (
 )
 
 
-async def hear_success(runner: Runner, payment_id: uuid.UUID, **values: object) -> bool:
-    """Record a success callback on its attempt in one statement, if it matches it and nothing else claims its
-    ids: still waiting, no answer heard yet, the same CheckoutRequestID (or none yet), amount and phone, and a
-    CheckoutRequestID and receipt no other attempt holds. False when it did not (decide under lock instead)."""
-    # Bound names differ from the columns' (SQLAlchemy reserves those in an UPDATE's SET).
-    result = await _core(
-        runner, _HEAR_SUCCESS, {"b_payment_id": payment_id, **{f"b_{k}": v for k, v in values.items()}}
+_CALLBACKS = table_of(MpesaCallback)
+_HEARD = _HEAR_SUCCESS.returning(_ATTEMPTS.c.id).cte("heard")
+# The success recorded and the callback stored in one statement: atomic without a transaction around it.
+_HEAR_AND_STORE = (
+    insert(_CALLBACKS)
+    .from_select(
+        ["id", "payment_id", "checkout_request_id", "result_code", "outcome", "source_ip", "payload", "received_at"],
+        select(
+            bindparam("c_id", type_=Uuid),
+            _HEARD.c.id,
+            bindparam("b_checkout"),
+            literal(0),
+            literal(CallbackOutcome.AWAITING_CHECK),
+            bindparam("c_source_ip"),
+            bindparam("c_payload"),
+            bindparam("b_now", type_=UtcDateTime),
+        ).select_from(_HEARD),
     )
-    return result.rowcount == 1
+    .returning(_CALLBACKS.c.id)
+)
+
+
+async def hear_success(
+    runner: Runner, payment_id: uuid.UUID, *, source_ip: str | None, payload: str, **values: object
+) -> bool:
+    """Record a success callback on its attempt, and store the callback, in one statement, if it matches the
+    attempt and nothing else claims its ids: still waiting, no answer heard yet, the same CheckoutRequestID (or
+    none yet), amount and phone, and a CheckoutRequestID and receipt no other attempt holds. False (nothing
+    written) when it did not: decide again."""
+    # Bound names differ from the columns' (SQLAlchemy reserves those in an UPDATE's SET).
+    parameters = {f"b_{name}": value for name, value in values.items()}
+    parameters.update(
+        {"b_payment_id": payment_id, "c_id": uuid.uuid4(), "c_source_ip": source_ip, "c_payload": payload}
+    )
+    result = await _core(runner, _HEAR_AND_STORE, parameters)
+    return result.first() is not None
 
 
 async def search(
