@@ -49,7 +49,6 @@ _CALLBACK_TARGET = select(*(_ATTEMPTS.c[name] for name in CallbackTarget.__datac
 _INSERT_CALLBACK = insert(table_of(MpesaCallback))
 
 
-
 Runner = AsyncSession | AsyncConnection
 
 
