@@ -129,14 +129,14 @@ async def start(
     paying.await_payment(booking, until=now + timedelta(seconds=settings.MPESA_PAYMENT_TIMEOUT_SECONDS), now=now)
     session.add(attempt)
     await session.flush()
-    await record(
+    await audit_payment(
         session,
-        action="payment.initiated",
-        context=audit,
+        attempt,
+        "payment.initiated",
         now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={"booking_id": str(booking.id), "amount_kes": attempt.amount_kes},
+        context=audit,
+        booking_id=str(booking.id),
+        amount_kes=attempt.amount_kes,
     )
     order = PushOrder(
         payment_id=attempt.id,
@@ -258,14 +258,14 @@ async def settle(
     attempt.settled_at = now
     attempt.updated_at = now
     await paying.payment_failed(session, attempt.booking_id, hold_until=attempt.hold_expires_before, now=now)
-    await record(
+    await audit_payment(
         session,
-        action=f"payment.{outcome.status.value}",
-        context=SYSTEM,
+        attempt,
+        f"payment.{outcome.status.value}",
         now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={"reason": outcome.reason.value if outcome.reason else None, "mpesa_result": attempt.result_code},
+        context=SYSTEM,
+        reason=outcome.reason.value if outcome.reason else None,
+        mpesa_result=attempt.result_code,
     )
 
 
@@ -287,14 +287,14 @@ async def _succeed(session: AsyncSession, settings: Settings, attempt: PaymentAt
         await _owe_back(session, attempt, attempt.amount_kes, why=exc.detail, now=now)
     # Audited last: writing to the audit log serialises writers until the commit, so nothing slow
     # (the confirmation's emails) happens after it.
-    await record(
+    await audit_payment(
         session,
-        action="payment.succeeded",
-        context=SYSTEM,
+        attempt,
+        "payment.succeeded",
         now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={"booking_id": str(attempt.booking_id), "amount_kes": attempt.amount_kes},
+        context=SYSTEM,
+        booking_id=str(attempt.booking_id),
+        amount_kes=attempt.amount_kes,
     )
 
 
@@ -303,14 +303,8 @@ async def _owe_back(session: AsyncSession, attempt: PaymentAttempt, amount: int,
     attempt.refund_kes = amount
     attempt.updated_at = now
     log.warning("payment_refund_due", payment_id=str(attempt.id), amount_kes=amount, why=why)
-    await record(
-        session,
-        action="payment.refund_due",
-        context=SYSTEM,
-        now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={"refund_kes": amount, "why": why[:200]},
+    await audit_payment(
+        session, attempt, "payment.refund_due", now=now, context=SYSTEM, refund_kes=amount, why=why[:200]
     )
 
 
@@ -359,6 +353,27 @@ async def give_up_unpushed(session: AsyncSession, payment_id: uuid.UUID, *, now:
     )
 
 
+async def audit_payment(
+    session: AsyncSession,
+    attempt: PaymentAttempt,
+    action: str,
+    *,
+    now: datetime,
+    context: AuditContext = SYSTEM,
+    **details: object,
+) -> None:
+    """One audit row about `attempt` (details that are None are left out)."""
+    await record(
+        session,
+        action=action,
+        context=context,
+        now=now,
+        target_type="payment",
+        target_id=str(attempt.id),
+        details={key: value for key, value in details.items() if value is not None},
+    )
+
+
 async def security_event(
     session: AsyncSession,
     attempt: PaymentAttempt,
@@ -369,15 +384,7 @@ async def security_event(
     **details: object,
 ) -> None:
     log.warning("payment_security_event", action=action, payment_id=str(attempt.id), **details)
-    await record(
-        session,
-        action=action,
-        context=audit,
-        now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={key: value for key, value in details.items() if value is not None},
-    )
+    await audit_payment(session, attempt, action, now=now, context=audit, **details)
 
 
 # ---- refunds -------------------------------------------------------------------------------------
@@ -418,13 +425,7 @@ async def record_refund(
     attempt.refunded_at = now
     attempt.refunded_by = audit.actor_id
     attempt.updated_at = now
-    await record(
-        session,
-        action="payment.refunded",
-        context=audit,
-        now=now,
-        target_type="payment",
-        target_id=str(attempt.id),
-        details={"refund_kes": attempt.refund_kes, "receipt": receipt},
+    await audit_payment(
+        session, attempt, "payment.refunded", now=now, context=audit, refund_kes=attempt.refund_kes, receipt=receipt
     )
     return attempt
