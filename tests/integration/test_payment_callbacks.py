@@ -13,6 +13,7 @@ import pytest
 
 from smilingsteps.bookings.models import BookingStatus
 from smilingsteps.payments.callbacks import stored_payload
+from smilingsteps.payments.mpesa.simulator import BEHAVIOURS
 from smilingsteps.payments.states import FailureReason, PaymentStatus
 from tests.conftest import SettingsFactory
 from tests.support.bookings import admin_person, sign_in, user_row
@@ -24,6 +25,7 @@ from tests.support.payments import (
     World,
     msisdn,
     past_check,
+    past_timeout,
     payment_world,
 )
 
@@ -182,6 +184,23 @@ async def test_a_push_daraja_never_answered_times_out_and_may_be_tried_again(wor
     retry = await world.pay(person, booking_id, PAYS)
     await world.called_back(PAYS)
     assert (await world.payment(retry["id"])).status is PaymentStatus.SUCCEEDED
+
+
+async def test_money_that_comes_after_the_time_out_is_still_confirmed(world: World) -> None:
+    person, booking_id = await world.held_booking()
+    started = await world.pay(person, booking_id, NEVER_DECIDED)
+    await world.settle()
+    past_timeout(world)
+    await world.reconcile()
+    assert (await world.payment(started["id"])).status is PaymentStatus.TIMED_OUT
+    assert (await world.booking(booking_id)).status is BookingStatus.HELD  # the hold as it was
+    push = world.simulator.push_for(msisdn(NEVER_DECIDED))
+    push.behaviour, push.decided_at = BEHAVIOURS["0"], 0.0  # M-Pesa took the money after all
+    assert (await post(push.callback_url, world.simulator.callback_body(push))).status_code == 200
+    assert await world.reconcile() == 1  # the late success is checked like any other
+    payment = await world.payment(started["id"])
+    assert payment.status is PaymentStatus.SUCCEEDED and payment.mpesa_receipt == push.receipt
+    assert (await world.booking(booking_id)).status is BookingStatus.CONFIRMED
 
 
 async def test_a_success_after_the_booking_was_cancelled_becomes_a_refund_due(world: World) -> None:

@@ -8,7 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CursorResult, Executable, Uuid, bindparam, exists, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Executable,
+    Uuid,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -121,15 +134,17 @@ async def checkout_recorded(session: AsyncSession, checkout_request_id: str, *, 
 async def claim_due_checks(
     session: AsyncSession, *, now: datetime, lease_until: datetime, limit: int
 ) -> list[uuid.UUID]:
-    """Live attempts whose next check is due, claimed (their next check moved to `lease_until`).
+    """Attempts whose next check is due, claimed (their next check moved to `lease_until`): the live ones,
+    and timed-out ones that heard a success since (money that came late is still confirmed).
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so several workers take disjoint sets; SQLite: the single writer.
     """
     await take_write_turn(session, table="payments", key=None)
+    late_success = and_(PaymentAttempt.status == PaymentStatus.TIMED_OUT, PaymentAttempt.result_code == 0)
     statement = (
         select(PaymentAttempt)
         .where(
-            PaymentAttempt.status.in_([status.value for status in LIVE]),
+            or_(PaymentAttempt.status.in_([status.value for status in LIVE]), late_success),
             PaymentAttempt.next_check_at <= now,
         )
         .order_by(PaymentAttempt.next_check_at)

@@ -318,9 +318,11 @@ async def apply_answer(
     attempt.checks += 1
     attempt.updated_at = now
     if answer.still_processing or answer.result_code is None:
-        # Still processing, or Daraja gave no usable answer: ask again later, until the deadline.
-        attempt.next_check_at = now + RECHECK_AFTER
-        if attempt.status is not PaymentStatus.TIMED_OUT and _past_deadline(attempt, settings, now):
+        # Still processing, or Daraja gave no usable answer: ask again later, until the deadline; a late
+        # success (already timed out) is asked about less and less often, never given up on.
+        late = attempt.status is PaymentStatus.TIMED_OUT
+        attempt.next_check_at = now + RECHECK_AFTER * (2 ** min(attempt.checks, 10) if late else 1)
+        if not late and _past_deadline(attempt, settings, now):
             await settle(session, attempt, Outcome(PaymentStatus.TIMED_OUT, FailureReason.NO_ANSWER), None, now=now)
         return attempt
     if attempt.result_code == 0 and answer.result_code != 0:
