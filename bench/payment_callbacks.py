@@ -16,11 +16,11 @@ known CheckoutRequestID): pending, its booking pending_payment, its callback tok
 
 Phases, in interleaved rounds (order rotating): ``callbacks`` (every payment of the round's batch called
 back ``--sends`` times with the same body, shuffled; for a ``--together`` share of the payments two
-copies are sent back to back, so two connections deliver them at the same time), then
-``smilingsteps worker`` is started (as deployed, the STK query that confirms a success is the worker's
-checks job; it starts after the burst because on this two-core machine it would otherwise share the
-load generator's core) and a bounded wait, polling the database, until the batch's verifications
-(STK query, payment succeeded, booking confirmed) are done; and ``health`` (``GET /health``, the yardstick: same client and
+copies are sent back to back, so two connections deliver them at the same time), then ``smilingsteps
+worker`` is started (as deployed, the STK query that confirms a success is the worker's checks job; it
+starts after the burst because on this two-core machine it would otherwise share the load generator's
+core) and a bounded wait, polling the database, until the batch's verifications (STK query, payment
+succeeded, booking confirmed) are done; and ``health`` (``GET /health``, the yardstick: same client and
 connections). Once at the end: ``replays`` (callbacks for payments already confirmed: the route alone,
 no verification behind it). Checks over everything at the end: one succeeded payment and one confirmed
 booking per attempt, one ``booking.confirmed`` and one ``payment.succeeded`` audit row per attempt, two
