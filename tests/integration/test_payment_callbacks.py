@@ -107,7 +107,6 @@ async def test_a_mismatched_callback_confirms_nothing_and_is_recorded(world: Wor
     "body",
     [
         b"not json at all",
-        b"",
         b"\xff\xfe\x00",
         b'{"Body": {}}',
         b"[1, 2, 3]",
@@ -132,6 +131,13 @@ async def test_a_malformed_callback_is_kept_and_acknowledged_without_effect(worl
     assert stored.outcome == "malformed"
     assert stored.payload == stored_payload(body)
     assert await world.audit_count("payment.callback_malformed", payment_id) == 1
+
+
+async def test_a_callback_without_a_body_is_refused(world: World) -> None:
+    _, payment_id, _, url = await open_payment(world)
+    answer = await post(url, b"")
+    assert answer.status_code == 400 and answer.headers["content-type"].startswith("application/problem+json")
+    assert await world.callbacks(payment_id) == []
 
 
 async def test_an_oversized_callback_is_refused_before_it_is_read_whole(world: World) -> None:

@@ -57,6 +57,7 @@ class PaymentAttempt(Base):
         CheckConstraint("amount_kes > 0", name="amount_positive"),
         CheckConstraint("refund_kes >= 0 AND refund_kes <= amount_kes", name="refund_within_amount"),
         one_of("status", PaymentStatus, name="status_known"),
+        one_of("reason", FailureReason, name="reason_known"),
         Index("ix_payments_booking", "booking_id", "created_at"),
         Index("ix_payments_client", "client_id", "created_at"),
         Index("ix_payments_status_check", "status", "next_check_at"),

@@ -21,7 +21,7 @@ from smilingsteps.payments.processing import push_after_commit
 from smilingsteps.payments.schemas import AdminPaymentOut, PaymentOut, PaymentPage, RefundIn, StkPushIn
 from smilingsteps.payments.states import PaymentStatus
 from smilingsteps.platform.dependencies import Client, DbSession, Now, RuntimeDep
-from smilingsteps.platform.errors import ForbiddenError, PayloadTooLargeError
+from smilingsteps.platform.errors import BadRequestError, ForbiddenError, PayloadTooLargeError
 from smilingsteps.platform.openapi import problems
 from smilingsteps.platform.ratelimit.policies import EXEMPT, rate_limited
 from smilingsteps.platform.routing import ApiRoute
@@ -46,22 +46,12 @@ class CallbackAck(BaseModel):
 CALLBACK_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "description": "Daraja's STK callback, stored as received (at most 16 KiB) and acknowledged whatever it holds",
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "Body": {
-                            "type": "object",
-                            "properties": {"stkCallback": {"type": "object"}},
-                            "required": ["stkCallback"],
-                        }
-                    },
-                    "required": ["Body"],
-                }
-            }
-        },
+        "description": (
+            'Daraja\'s STK callback, `{"Body": {"stkCallback": {…}}}`. Any JSON is stored as received (at most '
+            "16 KiB) and acknowledged: what is not a callback of this attempt changes nothing and is recorded "
+            "as a security event. A request without a body is refused."
+        ),
+        "content": {"application/json": {"schema": {}}},
     }
 }
 
@@ -147,7 +137,7 @@ def build_router() -> APIRouter:
         "/payments/mpesa/callback/{token}",
         openapi_extra={**rate_limited(EXEMPT), **CALLBACK_BODY},
         response_class=Response,
-        responses={200: {"model": CallbackAck, "description": "stored and acknowledged"}, **problems(403, 413)},
+        responses={200: {"model": CallbackAck, "description": "stored and acknowledged"}, **problems(400, 403, 413)},
     )
     async def mpesa_callback(
         *, token: CallbackToken, request: Request, runtime: RuntimeDep, now: Now, client: Client
@@ -157,6 +147,8 @@ def build_router() -> APIRouter:
             security_event(request, "mpesa_callback_source")
             raise ForbiddenError("Callbacks are accepted from Safaricom's addresses only.")
         body = await _bounded_body(request)
+        if not body:
+            raise BadRequestError("A callback has a JSON body (Body.stkCallback).")
         result = None
         if runtime.db.backend == "postgresql":
             result = await callbacks.receive_callback_fast(

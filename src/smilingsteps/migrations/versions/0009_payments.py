@@ -21,6 +21,10 @@ depends_on: str | Sequence[str] | None = None
 
 STATUSES = "'initiated', 'pending', 'succeeded', 'failed', 'cancelled', 'timed_out', 'refund_due', 'refunded'"
 LIVE = "status IN ('initiated', 'pending')"
+REASONS = (
+    "'insufficient_funds', 'another_session', 'expired', 'push_error', 'cancelled_by_user', 'unreachable',"
+    " 'wrong_pin', 'mpesa_unavailable', 'refused', 'no_answer', 'other'"
+)
 
 
 def _payments() -> None:
@@ -52,6 +56,7 @@ def _payments() -> None:
         sa.Column("created_at", UtcDateTime(), nullable=False),
         sa.Column("updated_at", UtcDateTime(), nullable=False),
         sa.CheckConstraint(f"status IN ({STATUSES})", name=op.f("ck_payments_status_known")),
+        sa.CheckConstraint(f"reason IN ({REASONS})", name=op.f("ck_payments_reason_known")),
         sa.CheckConstraint("amount_kes > 0", name=op.f("ck_payments_amount_positive")),
         sa.CheckConstraint(
             "refund_kes >= 0 AND refund_kes <= amount_kes", name=op.f("ck_payments_refund_within_amount")
