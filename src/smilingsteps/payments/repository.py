@@ -139,14 +139,18 @@ async def claim_due_checks(
 
     PostgreSQL: FOR UPDATE SKIP LOCKED, so several workers take disjoint sets; SQLite: the single writer.
     """
-    await take_write_turn(session, table="payments", key=None)
     late_success = and_(PaymentAttempt.status == PaymentStatus.TIMED_OUT, PaymentAttempt.result_code == 0)
+    due = and_(
+        or_(PaymentAttempt.status.in_([status.value for status in LIVE]), late_success),
+        PaymentAttempt.next_check_at <= now,
+    )
+    # The pass runs every few seconds and usually finds nothing: look before becoming SQLite's writer.
+    if (await session.execute(select(PaymentAttempt.id).where(due).limit(1))).first() is None:
+        return []
+    await take_write_turn(session, table="payments", key=None)
     statement = (
         select(PaymentAttempt)
-        .where(
-            or_(PaymentAttempt.status.in_([status.value for status in LIVE]), late_success),
-            PaymentAttempt.next_check_at <= now,
-        )
+        .where(due)
         .order_by(PaymentAttempt.next_check_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
